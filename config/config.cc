@@ -1,0 +1,390 @@
+// YAML -> Config. Every error names the file, the line and column of the offending node, and
+// the reason; unknown keys are errors (a typo must not silently turn a setting off).
+#include "config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+namespace parapet::config {
+namespace {
+
+class Loader {
+ public:
+  explicit Loader(std::string file) : file_(std::move(file)) {}
+
+  void error(const YAML::Node& node, const std::string& reason) {
+    const YAML::Mark m = node.Mark();
+    std::ostringstream os;
+    os << file_ << ':' << (m.line + 1) << ':' << (m.column + 1) << ": " << reason;
+    errors_.push_back(os.str());
+  }
+  void error(const YAML::Mark& m, const std::string& reason) {
+    std::ostringstream os;
+    os << file_ << ':' << (m.line + 1) << ':' << (m.column + 1) << ": " << reason;
+    errors_.push_back(os.str());
+  }
+
+  // Reports keys of `map` not in `known`. `where` names the section in the message.
+  bool check_keys(const YAML::Node& map, const char* where, std::initializer_list<const char*> known) {
+    if (!map.IsMap()) {
+      error(map, std::string(where) + " must be a mapping");
+      return false;
+    }
+    for (const auto& kv : map) {
+      const std::string key = kv.first.as<std::string>();
+      bool found = std::any_of(known.begin(), known.end(), [&](const char* k) { return key == k; });
+      if (!found) {
+        std::string list;
+        for (const char* k : known) list += std::string(list.empty() ? "" : ", ") + k;
+        error(kv.first, "unknown key '" + key + "' in " + where + " (known: " + list + ")");
+      }
+    }
+    return true;
+  }
+
+  bool scalar(const YAML::Node& n, const char* what, std::string* out) {
+    if (!n.IsScalar()) {
+      error(n, std::string(what) + " must be a scalar");
+      return false;
+    }
+    *out = n.Scalar();
+    return true;
+  }
+
+  template <typename T>
+  void number(const YAML::Node& n, const char* what, T* out, uint64_t min, uint64_t max) {
+    std::string s;
+    if (!scalar(n, what, &s)) return;
+    if (s.empty() || s.size() > 19 || s.find_first_not_of("0123456789") != std::string::npos) {
+      error(n, std::string(what) + " must be a non-negative integer, got '" + s + "'");
+      return;
+    }
+    uint64_t v = std::stoull(s);
+    if (v < min || v > max) {
+      error(n, std::string(what) + " must be between " + std::to_string(min) + " and " +
+                   std::to_string(max) + ", got " + s);
+      return;
+    }
+    *out = static_cast<T>(v);
+  }
+
+  void duration(const YAML::Node& n, const char* what, uint32_t* out_ms) {
+    std::string s;
+    if (!scalar(n, what, &s)) return;
+    uint64_t ms = 0;
+    if (!parse_duration_ms(s, &ms) || ms == 0 || ms > 86'400'000ull) {
+      error(n, std::string(what) + ": bad duration '" + s +
+                   "' (expected e.g. 500ms, 10s, 2m, 1h; more than 0 and at most 24h)");
+      return;
+    }
+    *out_ms = static_cast<uint32_t>(ms);
+  }
+
+  void address(const YAML::Node& n, const char* what, Address* out) {
+    std::string s, why;
+    if (!scalar(n, what, &s)) return;
+    if (!parse_address(s, out, &why)) error(n, std::string(what) + " '" + s + "': " + why);
+  }
+
+  void load(const YAML::Node& root, Config* c) {
+    c->file = file_;
+    if (!root.IsMap()) {
+      error(root, "the top level must be a mapping");
+      return;
+    }
+    check_keys(root, "the top level",
+               {"workers", "listeners", "admin", "limits", "timeouts", "tenants", "policies"});
+    if (auto w = root["workers"]) {
+      std::string s;
+      if (scalar(w, "workers", &s)) {
+        if (s == "auto") {
+          c->workers = 0;
+        } else {
+          number(w, "workers", &c->workers, 1, 256);
+        }
+      }
+    }
+    if (auto ls = root["listeners"]) {
+      listeners(ls, c);
+    } else {
+      error(root, "'listeners' is required");
+    }
+    if (auto a = root["admin"]) {
+      if (check_keys(a, "admin", {"address"})) {
+        if (auto addr = a["address"]) {
+          address(addr, "admin.address", &c->admin);
+          c->has_admin = true;
+        } else {
+          error(a, "admin.address is required");
+        }
+      }
+    }
+    if (auto l = root["limits"]) limits(l, &c->limits);
+    if (auto t = root["timeouts"]) timeouts(t, &c->timeouts);
+    if (auto p = root["policies"]) {
+      error(p, "'policies' are not supported by this build yet (the policy engine issue)");
+    }
+    if (auto ts = root["tenants"]) {
+      tenants(ts, c);
+    } else {
+      error(root, "'tenants' is required");
+    }
+  }
+
+  void listeners(const YAML::Node& ls, Config* c) {
+    if (!ls.IsSequence() || ls.size() == 0) {
+      error(ls, "listeners must be a non-empty list");
+      return;
+    }
+    std::set<std::string> names;
+    for (const auto& n : ls) {
+      if (!check_keys(n, "a listener", {"name", "address", "tls"})) continue;
+      Listener l;
+      if (auto name = n["name"]) {
+        scalar(name, "listener name", &l.name);
+        if (!names.insert(l.name).second) error(name, "duplicate listener name '" + l.name + "'");
+      } else {
+        error(n, "listener name is required");
+      }
+      if (auto addr = n["address"]) {
+        address(addr, "listener address", &l.address);
+      } else {
+        error(n, "listener address is required");
+      }
+      if (auto tls = n["tls"]) {
+        error(tls, "TLS listeners are not supported by this build yet (the TLS issue)");
+      }
+      c->listeners.push_back(std::move(l));
+    }
+  }
+
+  void limits(const YAML::Node& n, Limits* l) {
+    if (!check_keys(n, "limits",
+                    {"max_header_bytes", "max_header_count", "max_uri_bytes", "max_body_bytes"}))
+      return;
+    if (auto v = n["max_header_bytes"]) number(v, "max_header_bytes", &l->max_header_bytes, 256, 1 << 20);
+    if (auto v = n["max_header_count"]) number(v, "max_header_count", &l->max_header_count, 1, 10000);
+    if (auto v = n["max_uri_bytes"]) number(v, "max_uri_bytes", &l->max_uri_bytes, 16, 1 << 20);
+    if (auto v = n["max_body_bytes"]) number(v, "max_body_bytes", &l->max_body_bytes, 0, ~0ull >> 1);
+    if (l->max_uri_bytes > l->max_header_bytes) {
+      error(n, "max_uri_bytes cannot exceed max_header_bytes");
+    }
+  }
+
+  void timeouts(const YAML::Node& n, Timeouts* t) {
+    if (!check_keys(n, "timeouts",
+                    {"client_header", "client_body", "client_send", "keepalive", "shutdown"}))
+      return;
+    if (auto v = n["client_header"]) duration(v, "client_header", &t->client_header_ms);
+    if (auto v = n["client_body"]) duration(v, "client_body", &t->client_body_ms);
+    if (auto v = n["client_send"]) duration(v, "client_send", &t->client_send_ms);
+    if (auto v = n["keepalive"]) duration(v, "keepalive", &t->keepalive_ms);
+    if (auto v = n["shutdown"]) duration(v, "shutdown", &t->shutdown_ms);
+  }
+
+  void tenants(const YAML::Node& ts, Config* c) {
+    if (!ts.IsSequence()) {
+      error(ts, "tenants must be a list");
+      return;
+    }
+    std::set<std::string> names, hosts;
+    for (const auto& n : ts) {
+      if (!check_keys(n, "a tenant",
+                      {"name", "hosts", "origins", "routes", "tls", "cache", "policies", "rules", "lua"}))
+        continue;
+      Tenant t;
+      if (auto name = n["name"]) {
+        scalar(name, "tenant name", &t.name);
+        if (!names.insert(t.name).second) error(name, "duplicate tenant name '" + t.name + "'");
+      } else {
+        error(n, "tenant name is required");
+      }
+      for (const char* later : {"tls", "cache", "policies", "rules", "lua"}) {
+        if (auto v = n[later]) {
+          // Accepting these and ignoring them would let an operator believe a rule or a
+          // certificate is in force. Refuse until the feature exists.
+          error(v, std::string("tenant '") + later + "' is not supported by this build yet");
+        }
+      }
+      tenant_hosts(n["hosts"], n, &t, &hosts);
+      origins(n["origins"], n, &t);
+      routes(n["routes"], n, &t);
+      c->tenants.push_back(std::move(t));
+    }
+  }
+
+  void tenant_hosts(const YAML::Node& hs, const YAML::Node& tenant, Tenant* t,
+                    std::set<std::string>* seen) {
+    if (!hs || !hs.IsSequence() || hs.size() == 0) {
+      error(hs ? hs : tenant, "tenant hosts must be a non-empty list");
+      return;
+    }
+    for (const auto& h : hs) {
+      std::string s;
+      if (!scalar(h, "host", &s)) continue;
+      std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return std::tolower(ch); });
+      std::string bare = s.rfind("*.", 0) == 0 ? s.substr(2) : s;
+      if (bare.empty() || bare.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-.") != std::string::npos ||
+          bare.find('*') != std::string::npos) {
+        error(h, "bad host '" + s + "' (a DNS name, optionally starting with '*.')");
+        continue;
+      }
+      if (!seen->insert(s).second) {
+        error(h, "host '" + s + "' belongs to two tenants");
+        continue;
+      }
+      t->hosts.push_back(s);
+    }
+  }
+
+  void origins(const YAML::Node& os, const YAML::Node& tenant, Tenant* t) {
+    if (!os || !os.IsSequence() || os.size() == 0) {
+      error(os ? os : tenant, "tenant origins must be a non-empty list");
+      return;
+    }
+    std::set<std::string> names;
+    for (const auto& n : os) {
+      if (!check_keys(n, "an origin",
+                      {"name", "servers", "balance", "hash_key", "connect_timeout", "response_timeout",
+                       "keepalive", "health"}))
+        continue;
+      Origin o;
+      if (auto name = n["name"]) {
+        scalar(name, "origin name", &o.name);
+        if (!names.insert(o.name).second) error(name, "duplicate origin name '" + o.name + "'");
+      } else {
+        error(n, "origin name is required");
+      }
+      auto ss = n["servers"];
+      if (!ss || !ss.IsSequence() || ss.size() == 0) {
+        error(ss ? ss : YAML::Node(n), "origin servers must be a non-empty list of host:port");
+      } else {
+        for (const auto& s : ss) {
+          Address a;
+          size_t before = errors_.size();
+          address(s, "server", &a);
+          if (errors_.size() == before) o.servers.push_back(std::move(a));
+        }
+      }
+      if (auto b = n["balance"]) {
+        std::string s;
+        if (scalar(b, "balance", &s)) {
+          if (s == "round_robin") o.balance = Balance::RoundRobin;
+          else if (s == "least_conn") o.balance = Balance::LeastConn;
+          else if (s == "hash") o.balance = Balance::Hash;
+          else error(b, "balance must be round_robin, least_conn or hash, got '" + s + "'");
+        }
+      }
+      if (auto k = n["hash_key"]) {
+        std::string s;
+        if (scalar(k, "hash_key", &s)) {
+          if (s == "uri") o.hash_key.kind = HashKey::Uri;
+          else if (s == "client_ip") o.hash_key.kind = HashKey::ClientIp;
+          else if (s.rfind("header:", 0) == 0 && s.size() > 7) {
+            o.hash_key.kind = HashKey::Header;
+            o.hash_key.header = s.substr(7);
+          } else {
+            error(k, "hash_key must be uri, client_ip or header:NAME, got '" + s + "'");
+          }
+        }
+        if (o.balance != Balance::Hash) error(k, "hash_key needs balance: hash");
+      }
+      if (auto v = n["connect_timeout"]) duration(v, "connect_timeout", &o.connect_timeout_ms);
+      if (auto v = n["response_timeout"]) duration(v, "response_timeout", &o.response_timeout_ms);
+      if (auto ka = n["keepalive"]) {
+        if (check_keys(ka, "origin keepalive", {"max_idle", "idle_timeout"})) {
+          if (auto v = ka["max_idle"]) number(v, "max_idle", &o.max_idle, 0, 100000);
+          if (auto v = ka["idle_timeout"]) duration(v, "idle_timeout", &o.idle_timeout_ms);
+        }
+      }
+      if (auto h = n["health"]) {
+        if (check_keys(h, "origin health", {"max_fails", "fail_timeout"})) {
+          if (auto v = h["max_fails"]) number(v, "max_fails", &o.max_fails, 0, 1000);
+          if (auto v = h["fail_timeout"]) duration(v, "fail_timeout", &o.fail_timeout_ms);
+        }
+      }
+      t->origins.push_back(std::move(o));
+    }
+  }
+
+  void routes(const YAML::Node& rs, const YAML::Node& tenant, Tenant* t) {
+    if (!rs || !rs.IsSequence() || rs.size() == 0) {
+      error(rs ? rs : tenant, "tenant routes must be a non-empty list");
+      return;
+    }
+    std::set<std::string> paths;
+    for (const auto& n : rs) {
+      if (!check_keys(n, "a route", {"path", "origin"})) continue;
+      Route r;
+      if (auto p = n["path"]) {
+        if (scalar(p, "route path", &r.path)) {
+          if (r.path.empty() || r.path[0] != '/') error(p, "route path must start with '/'");
+          else if (!paths.insert(r.path).second) error(p, "duplicate route path '" + r.path + "'");
+        }
+      } else {
+        error(n, "route path is required");
+      }
+      if (auto o = n["origin"]) {
+        if (scalar(o, "route origin", &r.origin)) {
+          auto it = std::find_if(t->origins.begin(), t->origins.end(),
+                                 [&](const Origin& x) { return x.name == r.origin; });
+          if (it == t->origins.end()) {
+            error(o, "route origin '" + r.origin + "' is not an origin of tenant '" + t->name + "'");
+          } else {
+            r.origin_index = static_cast<size_t>(it - t->origins.begin());
+          }
+        }
+      } else {
+        error(n, "route origin is required");
+      }
+      t->routes.push_back(std::move(r));
+    }
+    std::stable_sort(t->routes.begin(), t->routes.end(),
+                     [](const Route& a, const Route& b) { return a.path.size() > b.path.size(); });
+  }
+
+  std::vector<std::string> take_errors() { return std::move(errors_); }
+
+ private:
+  std::string file_;
+  std::vector<std::string> errors_;
+};
+
+LoadResult parse(const std::string& text, const std::string& name) {
+  LoadResult r;
+  Loader loader(name);
+  try {
+    YAML::Node root = YAML::Load(text);
+    loader.load(root, &r.config);
+  } catch (const YAML::Exception& e) {
+    loader.error(e.mark, "YAML: " + e.msg);
+  }
+  r.errors = loader.take_errors();
+  if (r.ok() && r.config.workers == 0) {
+    r.config.workers = std::max(1u, std::thread::hardware_concurrency());
+  }
+  return r;
+}
+
+}  // namespace
+
+LoadResult load_text(const std::string& text, const std::string& name) { return parse(text, name); }
+
+LoadResult load_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    LoadResult r;
+    r.errors.push_back(path + ":0:0: cannot open the file");
+    return r;
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return parse(ss.str(), path);
+}
+
+}  // namespace parapet::config

@@ -1,0 +1,107 @@
+// The validated, immutable configuration of one parapet process.
+//
+// load() turns a YAML file into a Config or a list of errors, each "file:line:col: reason".
+// Nothing in here touches the network or the event loop: the proxy compiles a Config into
+// its runtime snapshot (routing tables, pools) after load() succeeded, so a bad file never
+// replaces a good one.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace parapet::config {
+
+// A socket address resolved at load time (the hot path never resolves names).
+struct Address {
+  std::string text;  // as written, for logs: "127.0.0.1:9000"
+  std::string host;  // host part without brackets
+  uint16_t port = 0;
+  sockaddr_storage sa{};
+  socklen_t sa_len = 0;
+};
+
+struct Listener {
+  std::string name;
+  Address address;
+};
+
+struct Limits {
+  uint32_t max_header_bytes = 16 * 1024;  // request line + headers -> 431
+  uint32_t max_header_count = 100;        // -> 431
+  uint32_t max_uri_bytes = 8 * 1024;      // -> 414
+  uint64_t max_body_bytes = 100ull << 20; // -> 413; 0 = unlimited
+};
+
+struct Timeouts {
+  uint32_t client_header_ms = 10'000;  // accept/first byte -> end of head (slowloris)
+  uint32_t client_body_ms = 30'000;    // longest gap between two reads of a request body
+  uint32_t client_send_ms = 60'000;    // longest stall of a client that does not read its response
+  uint32_t keepalive_ms = 60'000;      // idle keep-alive client connection
+  uint32_t shutdown_ms = 10'000;       // graceful drain on SIGTERM
+};
+
+enum class Balance { RoundRobin, LeastConn, Hash };
+
+// What the consistent hash is computed over.
+struct HashKey {
+  enum Kind { Uri, ClientIp, Header } kind = Uri;
+  std::string header;  // for Header
+};
+
+struct Origin {
+  std::string name;
+  std::vector<Address> servers;
+  Balance balance = Balance::RoundRobin;
+  HashKey hash_key;
+  uint32_t connect_timeout_ms = 5'000;
+  uint32_t response_timeout_ms = 60'000;
+  uint32_t max_idle = 32;  // idle keep-alive connections kept per server per worker
+  uint32_t idle_timeout_ms = 60'000;
+  uint32_t max_fails = 3;  // consecutive failures before a server rests
+  uint32_t fail_timeout_ms = 10'000;
+};
+
+struct Route {
+  std::string path;  // prefix, starts with '/'
+  std::string origin;
+  size_t origin_index = 0;  // into Tenant::origins, resolved at load
+};
+
+struct Tenant {
+  std::string name;
+  std::vector<std::string> hosts;  // lowercased; "*.example.com" for any subdomain
+  std::vector<Origin> origins;
+  std::vector<Route> routes;  // sorted by path length, longest first
+};
+
+struct Config {
+  std::string file;
+  unsigned workers = 0;  // 0 = auto (number of cores)
+  std::vector<Listener> listeners;
+  bool has_admin = false;
+  Address admin;
+  Limits limits;
+  Timeouts timeouts;
+  std::vector<Tenant> tenants;
+};
+
+struct LoadResult {
+  bool ok() const { return errors.empty(); }
+  Config config;
+  std::vector<std::string> errors;  // "file:line:col: reason"
+};
+
+LoadResult load_file(const std::string& path);
+// Same, from text; `name` is used in error messages.
+LoadResult load_text(const std::string& text, const std::string& name);
+
+// "10s", "250ms", "2m", "1h" or a plain number of seconds. False on anything else.
+bool parse_duration_ms(const std::string& text, uint64_t* out_ms);
+// "host:port", "[v6]:port", optionally prefixed with "http://". Resolves names (blocking).
+bool parse_address(const std::string& text, Address* out, std::string* why);
+
+}  // namespace parapet::config

@@ -1,0 +1,87 @@
+#include <arpa/inet.h>
+#include <netdb.h>
+
+#include <cstring>
+
+#include "config/config.h"
+
+namespace parapet::config {
+
+bool parse_duration_ms(const std::string& text, uint64_t* out_ms) {
+  if (text.empty()) return false;
+  size_t i = 0;
+  uint64_t n = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+    if (n > 1'000'000'000ull) return false;
+    n = n * 10 + static_cast<uint64_t>(text[i] - '0');
+    ++i;
+  }
+  if (i == 0) return false;
+  const std::string unit = text.substr(i);
+  uint64_t mult;
+  if (unit.empty() || unit == "s") {
+    mult = 1000;
+  } else if (unit == "ms") {
+    mult = 1;
+  } else if (unit == "m") {
+    mult = 60'000;
+  } else if (unit == "h") {
+    mult = 3'600'000;
+  } else {
+    return false;
+  }
+  *out_ms = n * mult;
+  return true;
+}
+
+bool parse_address(const std::string& input, Address* out, std::string* why) {
+  std::string text = input;
+  if (text.rfind("https://", 0) == 0) {
+    *why = "https origins are not supported yet (TLS to origins comes with the TLS issue)";
+    return false;
+  }
+  if (text.rfind("http://", 0) == 0) text = text.substr(7);
+  if (!text.empty() && text.back() == '/') text.pop_back();
+  std::string host, port;
+  if (!text.empty() && text[0] == '[') {
+    size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      *why = "expected [ipv6]:port";
+      return false;
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      *why = "expected host:port";
+      return false;
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port) > 65535) {
+    *why = "bad port '" + port + "'";
+    return false;
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0 || res == nullptr) {
+    *why = "cannot resolve '" + host + "': " + gai_strerror(rc);
+    return false;
+  }
+  std::memcpy(&out->sa, res->ai_addr, res->ai_addrlen);
+  out->sa_len = res->ai_addrlen;
+  freeaddrinfo(res);
+  out->text = input;
+  out->host = host;
+  out->port = static_cast<uint16_t>(std::stoul(port));
+  return true;
+}
+
+}  // namespace parapet::config

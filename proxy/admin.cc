@@ -1,0 +1,132 @@
+// The admin listener: operator endpoints on their own address (localhost by default), served on
+// the main thread's loop with the same codec and buffer type as the data path.
+#include <arpa/inet.h>
+
+#include <set>
+#include <string>
+
+#include "proxy/http1.h"
+#include "proxy/log.h"
+#include "proxy/outbox.h"
+#include "proxy/server.h"
+
+namespace parapet {
+
+namespace {
+
+const config::Limits kAdminLimits{};
+char g_buf[16 * 1024];
+
+struct AdminConn final : Http1Handler {
+  explicit AdminConn(Server* s) : server(s), parser(HTTP_REQUEST, &kAdminLimits, this), out(this, on_out) {
+    tcp.data = this;
+  }
+  MessageHead* on_message_begin() override { return &head; }
+  int on_head() override { return 0; }
+  void on_body(const char*, size_t) override {}
+  bool on_message_complete() override {
+    std::string_view path = head.url().substr(0, head.url().find('?'));
+    if (path == "/healthz") respond(200, "text/plain", "ok\n");
+    else if (path == "/readyz") respond(200, "text/plain", "ready\n");
+    else if (path == "/metrics") respond(200, "text/plain; version=0.0.4", server->metrics_text());
+    else respond(404, "text/plain", "not found\n");
+    return true;
+  }
+  void respond(int status, const char* type, const std::string& body) {
+    std::string h = "HTTP/1.1 " + std::to_string(status) + (status == 200 ? " OK" : " Not Found") +
+                    "\r\nContent-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) +
+                    "\r\nConnection: close\r\n\r\n";
+    out.stage_copy(h);
+    if (head.method != HTTP_HEAD) out.stage_copy(body);
+    out.flush();
+    done = true;
+    if (out.queued() == 0) close();
+  }
+  void close() {
+    if (closed) return;
+    closed = true;
+    conns().erase(this);
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp), [](uv_handle_t* h) { delete static_cast<AdminConn*>(h->data); });
+  }
+  static void on_out(void* owner, Outbox*, Outbox::Event, int) {
+    auto* c = static_cast<AdminConn*>(owner);
+    if (c->done) c->close();
+  }
+  static std::set<AdminConn*>& conns() {
+    static std::set<AdminConn*> s;
+    return s;
+  }
+
+  uv_tcp_t tcp;
+  Server* server;
+  Http1Parser parser;
+  Outbox out;
+  MessageHead head;
+  bool done = false;
+  bool closed = false;
+};
+
+void on_admin_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  auto* c = static_cast<AdminConn*>(s->data);
+  if (nread == 0) return;
+  if (nread < 0 || c->done) {
+    if (nread < 0) c->close();
+    return;
+  }
+  Http1Parser::Result r = c->parser.execute(buf->base, static_cast<size_t>(nread));
+  if (r.status == Http1Parser::Status::Error) {
+    c->respond(400, "text/plain", std::string(http_error_reason(c->parser.error())) + "\n");
+  }
+}
+
+void on_admin_connection(uv_stream_t* server, int status) {
+  if (status < 0) return;
+  auto* c = new AdminConn(static_cast<Server*>(server->data));
+  uv_tcp_init(server->loop, &c->tcp);
+  AdminConn::conns().insert(c);
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
+    c->close();
+    return;
+  }
+  c->out.attach(reinterpret_cast<uv_stream_t*>(&c->tcp));
+  uv_read_start(
+      reinterpret_cast<uv_stream_t*>(&c->tcp),
+      [](uv_handle_t*, size_t, uv_buf_t* b) { *b = uv_buf_init(g_buf, sizeof g_buf); }, on_admin_read);
+}
+
+}  // namespace
+
+bool start_admin(uv_loop_t* loop, const config::Address& addr, Server* server, uv_tcp_t* handle) {
+  uv_tcp_init(loop, handle);
+  handle->data = server;
+  int r = uv_tcp_bind(handle, reinterpret_cast<const sockaddr*>(&addr.sa), 0);
+  if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(handle), 128, on_admin_connection);
+  if (r != 0) {
+    log_error("cannot listen on %s (admin): %s", addr.text.c_str(), uv_strerror(r));
+    return false;
+  }
+  sockaddr_storage ss{};
+  int len = sizeof ss;
+  uv_tcp_getsockname(handle, reinterpret_cast<sockaddr*>(&ss), &len);
+  char host[INET6_ADDRSTRLEN] = "?";
+  uint16_t port;
+  if (ss.ss_family == AF_INET) {
+    auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+    port = ntohs(s4->sin_port);
+    log_error("admin listening address=%s:%u", host, port);
+  } else {
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+    port = ntohs(s6->sin6_port);
+    log_error("admin listening address=[%s]:%u", host, port);
+  }
+  return true;
+}
+
+void close_admin_connections() {
+  std::set<AdminConn*> all = AdminConn::conns();
+  for (AdminConn* c : all) c->close();
+}
+
+}  // namespace parapet

@@ -1,0 +1,449 @@
+// ClientConn: the downstream side. Reads, parses (strict codec), runs the phases on each request
+// head, streams request bodies upstream, answers locally when a phase or the codec says so, and
+// decides keep-alive, pipelining and closing.
+#include <arpa/inet.h>
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include "proxy/conn.h"
+#include "proxy/log.h"
+#include "proxy/worker.h"
+
+namespace parapet {
+
+namespace {
+// Above this many bytes queued towards a peer, stop reading from the source (backpressure).
+constexpr size_t kHighWater = 256 * 1024;
+constexpr uint32_t kLingerMs = 2000;
+
+const char* status_phrase(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 421: return "Misdirected Request";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Error";
+  }
+}
+}  // namespace
+
+void Exchange::reset(ClientConn* c, std::shared_ptr<const Snapshot> s, uint64_t id_num) {
+  client = c;
+  snap = std::move(s);
+  req.clear();
+  resp.clear();
+  fwd.clear();
+  resp_head.clear();
+  uint64_t x = id_num * 0x9e3779b97f4a7c15ull;
+  x ^= x >> 31;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 29;
+  std::snprintf(id, sizeof id, "%016" PRIx64, x);
+  request_id = std::string_view(id, 16);
+  target = host = {};
+  tenant = 0;
+  group = nullptr;
+  server = failed_server = UINT32_MAX;
+  origin = nullptr;
+  attempts = 0;
+  req_done = resp_done = resp_started = replied = has_body = idempotent = is_head = false;
+  client_chunked = tunnel = absolute_form = false;
+  client_keep = true;
+  own_id = true;
+}
+
+void Exchange::format_peer(char* out, size_t n) const {
+  if (client->peer != nullptr) {
+    auto* s6 = reinterpret_cast<const sockaddr_in6*>(client->peer);
+    inet_ntop(AF_INET6, &s6->sin6_addr, out, static_cast<socklen_t>(n));
+  } else {
+    inet_ntop(AF_INET, &client->peer_v4, out, static_cast<socklen_t>(n));
+  }
+}
+
+ClientConn::ClientConn(Worker* worker)
+    : w(worker), parser(HTTP_REQUEST, &worker->cfg().limits, this), out(this, on_out_event) {
+  tcp.data = this;
+  timer.owner = this;
+}
+
+ClientConn::~ClientConn() { delete peer; }
+
+void ClientConn::start() {
+  uv_tcp_nodelay(&tcp, 1);
+  sockaddr_storage ss{};
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(&tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    if (ss.ss_family == AF_INET) {
+      peer_v4 = reinterpret_cast<sockaddr_in*>(&ss)->sin_addr.s_addr;
+    } else {
+      peer = new sockaddr_storage(ss);
+    }
+  }
+  out.attach(reinterpret_cast<uv_stream_t*>(&tcp));
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), Worker::alloc_cb, on_read);
+  arm_timer(TimerKind::Header);
+}
+
+void ClientConn::arm_timer(TimerKind kind) {
+  const config::Timeouts& t = w->cfg().timeouts;
+  uint32_t ms = kLingerMs;
+  switch (kind) {
+    case TimerKind::Header: ms = t.client_header_ms; break;
+    case TimerKind::Body: ms = t.client_body_ms; break;
+    case TimerKind::Keepalive: ms = t.keepalive_ms; break;
+    case TimerKind::Send: ms = t.client_send_ms; break;
+    case TimerKind::Linger: ms = kLingerMs; break;
+  }
+  timer_kind = kind;
+  w->timers().arm(&timer, ms, on_timer);
+}
+
+void ClientConn::pause_reading() {
+  if (read_stopped || closed) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
+  read_stopped = true;
+}
+
+void ClientConn::resume_reading() {
+  if (!read_stopped || closed || eof) return;
+  read_stopped = false;
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), Worker::alloc_cb, on_read);
+}
+
+void ClientConn::flush_all() {
+  out.flush();
+  if (ex != nullptr && ex->origin != nullptr) {
+    ex->origin->out.flush();
+    if (ex->origin != nullptr && ex->origin->out.queued() > kHighWater) pause_reading();
+  }
+}
+
+void ClientConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  auto* c = static_cast<ClientConn*>(s->data);
+  if (nread == 0) return;
+  if (nread < 0) {
+    c->on_eof();
+    return;
+  }
+  if (c->closing) return;  // lingering close: read and discard
+  Exchange* ex = c->ex;
+  if (ex != nullptr && ex->tunnel) {
+    if (ex->origin == nullptr) return;
+    ex->origin->out.stage_ref(buf->base, static_cast<size_t>(nread));
+    c->flush_all();
+    return;
+  }
+  if (ex != nullptr && ex->req_done) {
+    // The parser waits for the current response: keep the bytes (pipelining, upgrade data).
+    if (!c->backlog) c->backlog = std::make_unique<std::string>();
+    c->backlog->append(buf->base, static_cast<size_t>(nread));
+    if (c->backlog->size() > c->w->cfg().limits.max_header_bytes + 64 * 1024) c->pause_reading();
+    return;
+  }
+  c->consume(buf->base, static_cast<size_t>(nread));
+}
+
+void ClientConn::consume(const char* data, size_t len) {
+  size_t off = 0;
+  while (off < len && !closing) {
+    if (ex != nullptr && ex->req_done) {
+      // Paused behind an exchange in progress: the rest waits (pipelined requests).
+      if (!backlog) backlog = std::make_unique<std::string>();
+      backlog->append(data + off, len - off);
+      break;
+    }
+    Http1Parser::Result r = parser.execute(data + off, len - off);
+    off += r.consumed;
+    if (r.status == Http1Parser::Status::Ok) break;
+    if (r.status == Http1Parser::Status::Error) {
+      on_parse_error();
+      break;
+    }
+    if (r.status == Http1Parser::Status::Upgrade) {
+      // The rest belongs to the upgraded protocol: it goes upstream after a 101.
+      if (off < len) {
+        if (!backlog) backlog = std::make_unique<std::string>();
+        backlog->append(data + off, len - off);
+      }
+      if (ex != nullptr && ex->done()) {
+        end_exchange();
+        close_gracefully();
+      }
+      break;
+    }
+    // Paused.
+    if (ex == nullptr) break;
+    if (!ex->req_done) {
+      // A phase answered at the head and the connection cannot carry on (a body follows).
+      end_exchange();
+      close_gracefully();
+      break;
+    }
+    if (ex->resp_done) {
+      // Answered locally without a body to skip: go on with the next request, if any.
+      if (!end_exchange()) {
+        close_gracefully();
+        break;
+      }
+      parser.resume();
+      arm_timer(TimerKind::Keepalive);
+    }
+  }
+  flush_all();
+}
+
+MessageHead* ClientConn::on_message_begin() {
+  if (ex == nullptr) ex = w->new_exchange(this);
+  arm_timer(TimerKind::Header);
+  return &ex->req;
+}
+
+int ClientConn::on_head() {
+  Exchange* e = ex;
+  const MessageHead& r = e->req;
+  e->is_head = r.method == HTTP_HEAD;
+  e->has_body = r.chunked || r.content_length > 0;
+  switch (r.method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE: e->idempotent = true; break;
+    default: e->idempotent = false;
+  }
+  if (e->has_body) {
+    arm_timer(TimerKind::Body);
+  } else {
+    w->timers().disarm(&timer);
+  }
+  if (w->draining()) close_after = true;
+  if (phase_route(e) == Flow::Respond || phase_upstream(e) == Flow::Respond) {
+    if (e->has_body || r.upgrade) {
+      close_after = true;
+      return -1;  // stop parsing: the body is not read
+    }
+  }
+  return 0;
+}
+
+void ClientConn::on_body(const char* p, size_t n) {
+  Exchange* e = ex;
+  if (e->replied || e->origin == nullptr) return;
+  Outbox& o = e->origin->out;
+  if (e->req.chunked) {
+    char size[24];
+    int k = std::snprintf(size, sizeof size, "%zx\r\n", n);
+    o.stage_copy(size, static_cast<size_t>(k));
+    o.stage_ref(p, n);
+    o.stage_copy("\r\n", 2);
+  } else {
+    o.stage_ref(p, n);
+  }
+  arm_timer(TimerKind::Body);
+}
+
+bool ClientConn::on_message_complete() {
+  Exchange* e = ex;
+  e->req_done = true;
+  if (!e->replied && e->origin != nullptr && e->req.chunked) {
+    e->origin->out.stage_copy("0\r\n\r\n", 5);
+  }
+  if (timer_kind == TimerKind::Body || timer_kind == TimerKind::Header) w->timers().disarm(&timer);
+  return true;
+}
+
+void ClientConn::reply(int status, const char* reason, bool close) {
+  if (ex == nullptr) ex = w->new_exchange(this);
+  Exchange* e = ex;
+  const char* phrase = status_phrase(status);
+  bool closing_now = close || close_after || !e->req.keep_alive || w->draining();
+  if (closing_now) close_after = true;
+  char body[256];
+  int bn = std::snprintf(body, sizeof body, "%d %s\nreason: %s\nrequest_id: %.*s\n", status, phrase,
+                         reason, static_cast<int>(e->request_id.size()), e->request_id.data());
+  char head[512];
+  int hn = std::snprintf(head, sizeof head,
+                         "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                         "X-Request-Id: %.*s\r\n%s\r\n",
+                         status, phrase, bn, static_cast<int>(e->request_id.size()),
+                         e->request_id.data(), closing_now ? "Connection: close\r\n" : "");
+  out.stage_copy(head, static_cast<size_t>(hn));
+  if (!e->is_head) out.stage_copy(body, static_cast<size_t>(bn));
+  e->replied = true;
+  e->resp_done = true;
+  e->resp_started = true;
+  WorkerStats& st = w->stats();
+  st.inc(st.responses[status / 100]);
+  char ip[64];
+  e->format_peer(ip, sizeof ip);
+  log_error("worker=%u request_id=%.*s client=%s status=%d reason=%s", w->index(),
+            static_cast<int>(e->request_id.size()), e->request_id.data(), ip, status, reason);
+}
+
+void ClientConn::on_parse_error() {
+  HttpError err = parser.error();
+  if (ex != nullptr && ex->resp_started) {
+    close_now();
+    return;
+  }
+  if (ex != nullptr && ex->origin != nullptr) upstream_abort(ex);
+  w->stats().inc(w->stats().refused);
+  reply(http_error_status(err), http_error_reason(err), true);
+  end_exchange();
+  close_gracefully();
+}
+
+bool ClientConn::end_exchange() {
+  Exchange* e = ex;
+  ex = nullptr;
+  bool keep = e->client_keep && !close_after && e->req.keep_alive && !eof && !w->draining() &&
+              !e->tunnel && !e->req.upgrade;
+  if (!e->replied) {
+    WorkerStats& st = w->stats();
+    st.inc(st.responses[e->resp.status / 100 < 6 ? e->resp.status / 100 : 0]);
+  }
+  if (e->origin != nullptr) upstream_abort(e);
+  w->free_exchange(e);
+  return keep;
+}
+
+void ClientConn::finish_exchange() {
+  if (!end_exchange()) {
+    close_gracefully();
+    return;
+  }
+  arm_timer(TimerKind::Keepalive);
+  parser.resume();
+  if (backlog && !backlog->empty()) {
+    std::string pending;
+    pending.swap(*backlog);
+    consume(pending.data(), pending.size());
+  } else {
+    flush_all();
+  }
+  if (!closing) resume_reading();
+}
+
+void ClientConn::close_gracefully() {
+  if (closing || closed) return;
+  closing = true;
+  if (ex != nullptr) {
+    if (ex->origin != nullptr) upstream_abort(ex);
+    w->free_exchange(ex);
+    ex = nullptr;
+  }
+  backlog.reset();
+  out.flush();
+  arm_timer(TimerKind::Linger);
+  if (eof) {
+    if (out.queued() == 0) close_now();
+    return;
+  }
+  if (read_stopped) {
+    read_stopped = false;
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), Worker::alloc_cb, on_read);
+  }
+  if (out.queued() == 0) start_shutdown();
+}
+
+void ClientConn::start_shutdown() {
+  if (shutdown_started || closed) return;
+  shutdown_started = true;
+  auto* req = new uv_shutdown_t;
+  req->data = this;
+  if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&tcp), on_shutdown) != 0) {
+    delete req;
+    close_now();
+  }
+}
+
+void ClientConn::on_shutdown(uv_shutdown_t* req, int status) {
+  auto* c = static_cast<ClientConn*>(req->data);
+  delete req;
+  if (status < 0 && !c->closed) c->close_now();
+}
+
+void ClientConn::close_now() {
+  if (closed) return;
+  closed = true;
+  closing = true;
+  w->timers().disarm(&timer);
+  if (ex != nullptr) {
+    if (ex->origin != nullptr) upstream_abort(ex);
+    w->free_exchange(ex);
+    ex = nullptr;
+  }
+  backlog.reset();
+  w->remove_client(this);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_closed);
+}
+
+void ClientConn::on_closed(uv_handle_t* h) { delete static_cast<ClientConn*>(h->data); }
+
+void ClientConn::on_eof() {
+  eof = true;
+  if (closing || ex == nullptr || ex->tunnel || !ex->req_done) {
+    // Idle, lingering, tunnelled, or the request was cut short: nothing more to do here.
+    close_now();
+    return;
+  }
+  // The request is complete and its response is on its way: deliver it, then close.
+  close_after = true;
+}
+
+void ClientConn::on_timer(TimerNode* n) {
+  auto* c = static_cast<ClientConn*>(n->owner);
+  switch (c->timer_kind) {
+    case TimerKind::Header:
+    case TimerKind::Body: {
+      bool header = c->timer_kind == TimerKind::Header;
+      if (!c->parser.in_message() || c->ex == nullptr || c->ex->resp_started) {
+        c->close_now();
+        return;
+      }
+      if (c->ex->origin != nullptr) upstream_abort(c->ex);
+      c->reply(408, header ? "client.header_timeout" : "client.body_timeout", true);
+      c->end_exchange();
+      c->close_gracefully();
+      return;
+    }
+    case TimerKind::Keepalive:
+    case TimerKind::Send:
+    case TimerKind::Linger: c->close_now(); return;
+  }
+}
+
+void ClientConn::on_out_event(void* owner, Outbox*, Outbox::Event ev, int) {
+  auto* c = static_cast<ClientConn*>(owner);
+  if (c->closed) return;
+  if (ev == Outbox::Event::Error) {
+    c->close_now();
+    return;
+  }
+  if (c->closing) {
+    if (c->eof) c->close_now();
+    else c->start_shutdown();
+    return;
+  }
+  if (c->timer_kind == TimerKind::Send) c->w->timers().disarm(&c->timer);
+  OriginConn* oc = c->ex != nullptr ? c->ex->origin : nullptr;
+  if (oc != nullptr && oc->read_stopped) {
+    oc->read_stopped = false;
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&oc->tcp), Worker::alloc_cb, OriginConn::on_read);
+    if (!c->ex->tunnel) oc->arm_timer(OriginConn::TimerKind::Response);
+  }
+}
+
+}  // namespace parapet

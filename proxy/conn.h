@@ -1,0 +1,192 @@
+// The three lifetimes of the data path (HAProxy's connection/stream, Envoy's connection/stream):
+//
+//   ClientConn  a downstream socket; lives across keep-alive requests; owns the current Exchange.
+//   Exchange    one request and its response; borrows an OriginConn for the time it needs one.
+//   OriginConn  an upstream socket; lives in its server's pool between exchanges.
+//
+// All three belong to one worker and are only touched from its loop thread. ClientConn and
+// OriginConn are freed from their uv_close callbacks, never from inside another callback;
+// exchanges return to the worker's free list as soon as both directions are complete.
+//
+// Phases (DESIGN.md's request flow) are functions over an Exchange, one file each:
+// phase_route.cc (Host -> tenant, path -> origin group) and phase_upstream.cc (server choice,
+// pooled connection, forwarding both ways). Each returns a Flow.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "proxy/http1.h"
+#include "proxy/outbox.h"
+#include "proxy/snapshot.h"
+#include "proxy/timer.h"
+
+namespace parapet {
+
+class Worker;
+struct Exchange;
+struct OriginConn;
+
+enum class Flow { Continue, Respond };
+
+// Per-worker, per-server state: the idle pool and passive health. Indexed by snapshot server id.
+struct ServerState {
+  OriginConn* idle = nullptr;  // most recently used first
+  uint32_t idle_count = 0;
+  uint32_t active = 0;  // connections lent to exchanges (least_conn)
+  uint32_t fails = 0;   // consecutive failures
+  uint64_t down_until = 0;
+};
+
+struct ClientConn final : Http1Handler {
+  enum class TimerKind : uint8_t { Header, Body, Keepalive, Send, Linger };
+
+  explicit ClientConn(Worker* w);
+  ~ClientConn() override;
+
+  // Http1Handler, for the request parser.
+  MessageHead* on_message_begin() override;
+  int on_head() override;
+  void on_body(const char* p, size_t n) override;
+  bool on_message_complete() override;
+
+  void start();  // after uv_accept
+  void consume(const char* data, size_t len);
+  // Writes a complete local response (error or otherwise) for the current exchange.
+  void reply(int status, const char* reason, bool close);
+  // Both directions of the current exchange are done: next request, or close.
+  void finish_exchange();
+  // Frees the current exchange; true if the connection may take another request.
+  bool end_exchange();
+  void on_parse_error();
+  void on_eof();
+  void start_shutdown();
+  // Polite close: flush, FIN, then read and discard for a short while (lingering close), so the
+  // last response is not destroyed by a reset when the client had sent more.
+  void close_gracefully();
+  void close_now();
+  void arm_timer(TimerKind kind);
+  void pause_reading();
+  void resume_reading();
+  void flush_all();
+
+  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void on_timer(TimerNode* n);
+  static void on_out_event(void* owner, Outbox* box, Outbox::Event ev, int status);
+  static void on_closed(uv_handle_t* h);
+  static void on_shutdown(uv_shutdown_t* req, int status);
+
+  uv_tcp_t tcp;
+  Worker* w;
+  Http1Parser parser;
+  Outbox out;
+  TimerNode timer;
+  Exchange* ex = nullptr;
+  std::unique_ptr<std::string> backlog;  // read while the parser waits (pipelining, upgrade)
+  ClientConn* prev = nullptr;            // worker's list of client connections
+  ClientConn* next = nullptr;
+  sockaddr_storage* peer = nullptr;      // allocated only for IPv6 peers
+  uint32_t peer_v4 = 0;                  // network order
+  TimerKind timer_kind = TimerKind::Header;
+  bool closing = false;
+  bool closed = false;
+  bool shutdown_started = false;
+  bool read_stopped = false;
+  bool eof = false;
+  bool close_after = false;  // close once the current exchange is done
+};
+
+struct Exchange {
+  void reset(ClientConn* c, std::shared_ptr<const Snapshot> s, uint64_t id_num);
+  bool done() const { return req_done && resp_done; }
+  void format_peer(char* out, size_t n) const;
+
+  ClientConn* client = nullptr;
+  std::shared_ptr<const Snapshot> snap;
+  MessageHead req;
+  MessageHead resp;
+  std::string fwd;        // request head as sent upstream (kept for a retry)
+  std::string resp_head;  // response head(s) sent to the client
+  char id[17] = {};
+  uint32_t tenant = 0;
+  const OriginGroup* group = nullptr;
+  uint32_t server = UINT32_MAX;   // server id of the current attempt
+  uint32_t failed_server = UINT32_MAX;
+  OriginConn* origin = nullptr;
+  uint64_t started_ms = 0;
+  uint8_t attempts = 0;
+  bool req_done = false;      // request fully read from the client (and staged upstream)
+  bool resp_done = false;     // response fully staged to the client
+  bool resp_started = false;  // bytes of a final response went to the client
+  bool replied = false;       // answered locally (error, or a phase that finished it)
+  bool has_body = false;
+  bool idempotent = false;
+  bool own_id = true;  // `id` was generated here (no valid X-Request-Id came)
+  bool is_head = false;
+  bool client_chunked = false;  // response re-framed as chunked for the client
+  bool tunnel = false;          // after a 101: raw bytes both ways
+  bool absolute_form = false;   // request target was http://authority/path
+  std::string_view target;      // origin-form target to forward (into req.buf)
+  std::string_view host;        // Host (or authority) as received (into req.buf)
+  std::string_view request_id;  // the client's valid X-Request-Id, or `id`
+  bool client_keep = true;
+};
+
+struct OriginConn final : Http1Handler {
+  enum class State : uint8_t { Connecting, Busy, Idle, Closing };
+  enum class TimerKind : uint8_t { Connect, Response, Idle };
+
+  OriginConn(Worker* w, uint32_t server_id);
+  ~OriginConn() override;
+
+  MessageHead* on_message_begin() override;
+  int on_head() override;
+  void on_body(const char* p, size_t n) override;
+  bool on_message_complete() override;
+
+  // Starts a connection to the server; false if it failed at once.
+  bool connect();
+  void close();
+  void arm_timer(TimerKind kind);
+  // The exchange failed on this connection: tell it, then close.
+  void fail(const char* reason, int status, bool retryable);
+
+  static void on_connect(uv_connect_t* req, int status);
+  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void on_timer(TimerNode* n);
+  static void on_out_event(void* owner, Outbox* box, Outbox::Event ev, int status);
+  static void on_closed(uv_handle_t* h);
+
+  uv_tcp_t tcp;
+  uv_connect_t connect_req;
+  Worker* w;
+  uint32_t server;
+  Http1Parser parser;
+  Outbox out;
+  TimerNode timer;
+  Exchange* ex = nullptr;
+  OriginConn* pool_next = nullptr;  // idle list of the server
+  OriginConn* pool_prev = nullptr;
+  State state = State::Connecting;
+  TimerKind timer_kind = TimerKind::Connect;
+  bool reused = false;     // served an exchange before this one
+  bool got_bytes = false;  // a byte of the current response arrived
+  bool interim = false;    // the message being parsed is a 1xx
+  bool read_stopped = false;
+  bool reusable = true;
+  bool bad_head = false;   // the response head was refused (101 without upgrade)
+};
+
+// Phases.
+Flow phase_route(Exchange* ex);
+Flow phase_upstream(Exchange* ex);
+// Upstream plumbing used by the client side.
+void upstream_failed(Exchange* ex, OriginConn* oc, const char* reason, int status, bool retryable);
+void upstream_release(OriginConn* oc);
+void upstream_abort(Exchange* ex);
+void build_response_head(Exchange* ex, OriginConn* oc);
+
+}  // namespace parapet

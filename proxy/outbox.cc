@@ -1,0 +1,186 @@
+#include "proxy/outbox.h"
+
+#include <sys/uio.h>
+
+#include <cassert>
+#include <cstring>
+#include <memory>
+
+namespace parapet {
+namespace {
+
+// Write states are recycled per thread: each worker is one thread, so no locking.
+struct FreeList {
+  std::vector<void*> items;
+  ~FreeList();
+};
+thread_local FreeList t_free;
+constexpr size_t kMaxFree = 4096;
+constexpr size_t kMaxKeptCapacity = 64 * 1024;
+
+}  // namespace
+
+Outbox::~Outbox() {
+  // The owning handle is closed: a write in flight was cancelled before we get here.
+  delete st_;
+}
+
+Outbox::State* Outbox::state() {
+  if (st_ == nullptr) {
+    if (!t_free.items.empty()) {
+      st_ = static_cast<State*>(t_free.items.back());
+      t_free.items.pop_back();
+    } else {
+      st_ = new State();
+    }
+    st_->box = this;
+    st_->req.data = st_;
+  }
+  return st_;
+}
+
+FreeList::~FreeList() {
+  for (void* p : items) delete static_cast<Outbox::State*>(p);
+}
+
+void Outbox::maybe_release() {
+  State* s = st_;
+  if (s == nullptr || s->writing || !s->queued.empty() || !s->staged.empty()) return;
+  s->scratch.clear();
+  s->inflight.clear();
+  if (s->inflight.capacity() > kMaxKeptCapacity) std::string().swap(s->inflight);
+  if (s->queued.capacity() > kMaxKeptCapacity) std::string().swap(s->queued);
+  if (s->scratch.capacity() > kMaxKeptCapacity) std::string().swap(s->scratch);
+  s->box = nullptr;
+  st_ = nullptr;
+  if (t_free.items.size() < kMaxFree) {
+    t_free.items.push_back(s);
+  } else {
+    delete s;
+  }
+}
+
+void Outbox::attach(uv_stream_t* stream) {
+  stream_ = stream;
+  if (st_ != nullptr && !st_->writing && !st_->queued.empty()) start_write();
+}
+
+void Outbox::stage_ref(const char* p, size_t n) {
+  if (n == 0) return;
+  state()->staged.push_back(Piece{p, 0, n});
+}
+
+void Outbox::stage_copy(const char* p, size_t n) {
+  if (n == 0) return;
+  State* s = state();
+  // Merge with the previous scratch piece when adjacent.
+  if (!s->staged.empty() && s->staged.back().p == nullptr &&
+      s->staged.back().off + s->staged.back().len == s->scratch.size()) {
+    s->staged.back().len += n;
+  } else {
+    s->staged.push_back(Piece{nullptr, s->scratch.size(), n});
+  }
+  s->scratch.append(p, n);
+}
+
+size_t Outbox::queued() const {
+  return st_ == nullptr ? 0 : st_->queued.size() + st_->inflight.size();
+}
+
+bool Outbox::writing() const { return st_ != nullptr && st_->writing; }
+
+void Outbox::flush() {
+  State* s = st_;
+  if (s == nullptr) return;
+  if (s->staged.empty()) {
+    maybe_release();
+    return;
+  }
+  if (stream_ == nullptr || s->writing || !s->queued.empty()) {
+    for (const Piece& pc : s->staged) {
+      s->queued.append(pc.p ? pc.p : s->scratch.data() + pc.off, pc.len);
+    }
+    s->staged.clear();
+    s->scratch.clear();
+    return;
+  }
+  constexpr size_t kMaxIov = 64;
+  uv_buf_t bufs[kMaxIov];
+  size_t n = 0, total = 0, written = 0;
+  if (s->staged.size() <= kMaxIov) {
+    for (const Piece& pc : s->staged) {
+      const char* p = pc.p ? pc.p : s->scratch.data() + pc.off;
+      bufs[n++] = uv_buf_init(const_cast<char*>(p), static_cast<unsigned>(pc.len));
+      total += pc.len;
+    }
+    int r = uv_try_write(stream_, bufs, static_cast<unsigned>(n));
+    if (r > 0) written = static_cast<size_t>(r);
+    // On EAGAIN or a hard error the bytes are queued: uv_write reports the error, later.
+  }
+  if (written < total || s->staged.size() > kMaxIov) {
+    size_t skip = written;
+    for (const Piece& pc : s->staged) {
+      const char* p = pc.p ? pc.p : s->scratch.data() + pc.off;
+      if (skip >= pc.len) {
+        skip -= pc.len;
+        continue;
+      }
+      s->queued.append(p + skip, pc.len - skip);
+      skip = 0;
+    }
+  }
+  s->staged.clear();
+  s->scratch.clear();
+  if (!s->queued.empty()) {
+    start_write();
+  } else {
+    maybe_release();
+  }
+}
+
+void Outbox::start_write() {
+  State* s = st_;
+  assert(!s->writing && s->inflight.empty());
+  s->inflight.swap(s->queued);
+  s->writing = true;
+  uv_buf_t b = uv_buf_init(s->inflight.data(), static_cast<unsigned>(s->inflight.size()));
+  int r = uv_write(&s->req, stream_, &b, 1, on_write);
+  if (r != 0) {
+    // The stream is closing or broken; report like a failed write, asynchronously enough:
+    // the owner is told through its event function at the next opportunity.
+    // The stream is already closing: its owner is tearing down, the bytes have nowhere to go.
+    s->writing = false;
+    s->inflight.clear();
+  }
+}
+
+void Outbox::on_write(uv_write_t* req, int status) {
+  State* s = static_cast<State*>(req->data);
+  Outbox* box = s->box;
+  s->writing = false;
+  s->inflight.clear();
+  if (status < 0) {
+    s->queued.clear();
+    box->fn_(box->owner_, box, Event::Error, status);
+    return;
+  }
+  if (!s->queued.empty()) {
+    box->start_write();
+    return;
+  }
+  box->maybe_release();
+  box->fn_(box->owner_, box, Event::Drained, 0);
+}
+
+void Outbox::take_queued(Outbox* other) {
+  if (other->st_ == nullptr) return;
+  other->flush();
+  State* o = other->st_;
+  if (o == nullptr || o->writing) return;
+  State* s = state();
+  s->queued.append(o->queued);
+  o->queued.clear();
+  other->maybe_release();
+}
+
+}  // namespace parapet

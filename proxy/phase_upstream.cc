@@ -1,0 +1,755 @@
+// Phase "upstream": choose a server of the route's origin group, borrow a pooled keep-alive
+// connection (or open one), forward the request head and body, relay the response back, and
+// give the connection back to its pool. Failures before any response byte retry once on
+// another server where that is safe; the rest become 502/503/504 for the client.
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include "proxy/conn.h"
+#include "proxy/log.h"
+#include "proxy/worker.h"
+
+namespace parapet {
+
+namespace {
+
+constexpr size_t kHighWater = 256 * 1024;
+constexpr uint32_t kNone = UINT32_MAX;
+
+enum class Hdr {
+  Other,
+  Connection,
+  KeepAlive,
+  ProxyConnection,
+  ProxyOther,
+  TE,
+  Trailer,
+  Upgrade,
+  TransferEncoding,
+  ContentLength,
+  Host,
+  Via,
+  XForwardedFor,
+  XForwardedProto,
+  XForwardedHost,
+  XRequestId,
+};
+
+bool ieq(std::string_view a, const char* lower, size_t n) {
+  if (a.size() != n) return false;
+  for (size_t i = 0; i < n; ++i) {
+    char c = a[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+    if (c != lower[i]) return false;
+  }
+  return true;
+}
+#define IEQ(a, lit) ieq(a, lit, sizeof(lit) - 1)
+
+Hdr classify(std::string_view n) {
+  switch (n.size()) {
+    case 2: return IEQ(n, "te") ? Hdr::TE : Hdr::Other;
+    case 3: return IEQ(n, "via") ? Hdr::Via : Hdr::Other;
+    case 4: return IEQ(n, "host") ? Hdr::Host : Hdr::Other;
+    case 7:
+      if (IEQ(n, "trailer")) return Hdr::Trailer;
+      if (IEQ(n, "upgrade")) return Hdr::Upgrade;
+      return Hdr::Other;
+    case 10:
+      if (IEQ(n, "connection")) return Hdr::Connection;
+      if (IEQ(n, "keep-alive")) return Hdr::KeepAlive;
+      break;
+    case 12:
+      if (IEQ(n, "x-request-id")) return Hdr::XRequestId;
+      break;
+    case 14:
+      if (IEQ(n, "content-length")) return Hdr::ContentLength;
+      break;
+    case 15:
+      if (IEQ(n, "x-forwarded-for")) return Hdr::XForwardedFor;
+      break;
+    case 16:
+      if (IEQ(n, "proxy-connection")) return Hdr::ProxyConnection;
+      if (IEQ(n, "x-forwarded-host")) return Hdr::XForwardedHost;
+      break;
+    case 17:
+      if (IEQ(n, "transfer-encoding")) return Hdr::TransferEncoding;
+      if (IEQ(n, "x-forwarded-proto")) return Hdr::XForwardedProto;
+      break;
+    default: break;
+  }
+  if (n.size() > 6 && IEQ(n.substr(0, 6), "proxy-")) return Hdr::ProxyOther;
+  return Hdr::Other;
+}
+
+// The header names listed in Connection headers (hop-by-hop by declaration).
+struct ConnTokens {
+  std::string_view tok[16];
+  size_t n = 0;
+  bool overflow = false;
+
+  void collect(const MessageHead& m) {
+    for (const HeaderSpan& h : m.headers) {
+      if (classify(m.name(h)) != Hdr::Connection) continue;
+      std::string_view v = m.value(h);
+      while (!v.empty()) {
+        size_t comma = v.find(',');
+        std::string_view t = v.substr(0, comma);
+        while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+        while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+        if (!t.empty()) {
+          if (n < 16) tok[n++] = t;
+          else overflow = true;
+        }
+        if (comma == std::string_view::npos) break;
+        v.remove_prefix(comma + 1);
+      }
+    }
+  }
+  bool names(std::string_view header) const {
+    for (size_t i = 0; i < n; ++i) {
+      if (iequals(tok[i], header)) return true;
+    }
+    return false;
+  }
+};
+
+bool valid_request_id(std::string_view v) {
+  if (v.empty() || v.size() > 128) return false;
+  for (unsigned char c : v) {
+    if (!(std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == ':')) return false;
+  }
+  return true;
+}
+
+void append_uint(std::string& s, uint64_t v) {
+  char b[24];
+  int k = std::snprintf(b, sizeof b, "%" PRIu64, v);
+  s.append(b, static_cast<size_t>(k));
+}
+
+void append_header(std::string& s, std::string_view name, std::string_view value) {
+  s.append(name);
+  s.append(": ", 2);
+  s.append(value);
+  s.append("\r\n", 2);
+}
+
+// Values of every header of class `cls`, joined with ", ".
+void join_values(const MessageHead& m, Hdr cls, std::string& out) {
+  bool first = true;
+  for (const HeaderSpan& h : m.headers) {
+    if (classify(m.name(h)) != cls) continue;
+    if (!first) out.append(", ", 2);
+    out.append(m.value(h));
+    first = false;
+  }
+}
+
+void build_forward_head(Exchange* ex) {
+  const MessageHead& r = ex->req;
+  std::string& f = ex->fwd;
+  f.clear();
+  f.reserve(r.buf.size() + 256);
+  f.append(llhttp_method_name(static_cast<llhttp_method_t>(r.method)));
+  f.push_back(' ');
+  f.append(ex->target);
+  f.append(" HTTP/1.1\r\n", 11);
+  ConnTokens conn;
+  conn.collect(r);
+  bool saw_xff = false, saw_via = false, saw_id = false;
+  char ip[64];
+  ex->format_peer(ip, sizeof ip);
+  for (const HeaderSpan& h : r.headers) {
+    std::string_view name = r.name(h), value = r.value(h);
+    switch (classify(name)) {
+      case Hdr::Connection:
+      case Hdr::KeepAlive:
+      case Hdr::ProxyConnection:
+      case Hdr::ProxyOther:
+      case Hdr::TE:
+      case Hdr::Trailer:
+      case Hdr::XForwardedProto:
+      case Hdr::XForwardedHost: continue;
+      case Hdr::Upgrade:
+        if (r.upgrade) append_header(f, name, value);
+        continue;
+      case Hdr::TransferEncoding: append_header(f, name, "chunked"); continue;
+      case Hdr::ContentLength:
+        f.append(name);
+        f.append(": ", 2);
+        append_uint(f, r.content_length);
+        f.append("\r\n", 2);
+        continue;
+      case Hdr::Host:
+        append_header(f, name, ex->absolute_form ? ex->host : value);
+        continue;
+      case Hdr::XForwardedFor:
+        if (!saw_xff) {
+          saw_xff = true;
+          f.append(name);
+          f.append(": ", 2);
+          join_values(r, Hdr::XForwardedFor, f);
+          f.append(", ", 2);
+          f.append(ip);
+          f.append("\r\n", 2);
+        }
+        continue;
+      case Hdr::Via:
+        if (!saw_via) {
+          saw_via = true;
+          f.append(name);
+          f.append(": ", 2);
+          join_values(r, Hdr::Via, f);
+          f.append(", 1.1 parapet\r\n");
+        }
+        continue;
+      case Hdr::XRequestId:
+        if (!saw_id && valid_request_id(value)) {
+          saw_id = true;
+          ex->request_id = value;
+          ex->own_id = false;
+          append_header(f, name, value);
+        }
+        continue;
+      case Hdr::Other:
+        if (conn.n != 0 && conn.names(name)) continue;
+        f.append(r.buf.data() + h.name_off, h.name_len);
+        f.append(": ", 2);
+        f.append(value);
+        f.append("\r\n", 2);
+        continue;
+    }
+  }
+  if (!saw_xff) {
+    f.append("X-Forwarded-For: ");
+    f.append(ip);
+    f.append("\r\n", 2);
+  }
+  f.append("X-Forwarded-Proto: http\r\n");
+  if (!ex->host.empty()) append_header(f, "X-Forwarded-Host", ex->host);
+  if (!saw_via) f.append("Via: 1.1 parapet\r\n");
+  if (!saw_id) append_header(f, "X-Request-Id", ex->request_id);
+  if (r.upgrade) f.append("Connection: upgrade\r\n");
+  f.append("\r\n", 2);
+}
+
+std::string_view hash_key(Exchange* ex, char* ipbuf, size_t n) {
+  const config::HashKey& k = ex->group->cfg->hash_key;
+  switch (k.kind) {
+    case config::HashKey::Uri: return ex->target;
+    case config::HashKey::ClientIp: ex->format_peer(ipbuf, n); return ipbuf;
+    case config::HashKey::Header: {
+      const HeaderSpan* h = ex->req.find(k.header);
+      return h != nullptr ? ex->req.value(*h) : std::string_view();
+    }
+  }
+  return {};
+}
+
+uint32_t pick_server(Exchange* ex, uint32_t exclude) {
+  Worker* w = ex->client->w;
+  const OriginGroup& g = *ex->group;
+  const uint64_t now = w->timers().now();
+  const size_t n = g.server_ids.size();
+  auto usable = [&](size_t i) {
+    uint32_t sid = g.server_ids[i];
+    return sid != exclude && w->server(sid).down_until <= now;
+  };
+  switch (g.cfg->balance) {
+    case config::Balance::RoundRobin: {
+      uint32_t start = w->next_rr(g);
+      for (size_t k = 0; k < n; ++k) {
+        size_t i = (start + k) % n;
+        if (usable(i)) return g.server_ids[i];
+      }
+      break;
+    }
+    case config::Balance::LeastConn: {
+      uint32_t start = w->next_rr(g);
+      size_t best = n;
+      for (size_t k = 0; k < n; ++k) {
+        size_t i = (start + k) % n;
+        if (!usable(i)) continue;
+        if (best == n || w->server(g.server_ids[i]).active < w->server(g.server_ids[best]).active) best = i;
+      }
+      if (best != n) return g.server_ids[best];
+      break;
+    }
+    case config::Balance::Hash: {
+      char ipbuf[64];
+      uint64_t h = hash64(hash_key(ex, ipbuf, sizeof ipbuf));
+      auto it = std::lower_bound(g.ring.begin(), g.ring.end(), std::make_pair(h, uint32_t{0}));
+      for (size_t k = 0; k < g.ring.size(); ++k, ++it) {
+        if (it == g.ring.end()) it = g.ring.begin();
+        if (usable(it->second)) return g.server_ids[it->second];
+      }
+      break;
+    }
+  }
+  // Only the excluded server is left: a retry may still go back to it if it is not resting.
+  if (exclude != kNone && w->server(exclude).down_until <= now &&
+      std::find(g.server_ids.begin(), g.server_ids.end(), exclude) != g.server_ids.end()) {
+    return exclude;
+  }
+  return kNone;
+}
+
+// Lends the exchange a connection to a chosen server: pooled if one is idle, else a new one.
+bool attach_origin(Exchange* ex) {
+  Worker* w = ex->client->w;
+  for (int tries = 0; tries < 2; ++tries) {
+    uint32_t sid = pick_server(ex, ex->failed_server);
+    if (sid == kNone) return false;
+    ServerState& ss = w->server(sid);
+    OriginConn* oc = ss.idle;
+    if (oc != nullptr) {
+      ss.idle = oc->pool_next;
+      if (ss.idle != nullptr) ss.idle->pool_prev = nullptr;
+      oc->pool_next = oc->pool_prev = nullptr;
+      --ss.idle_count;
+      oc->state = OriginConn::State::Busy;
+      oc->arm_timer(OriginConn::TimerKind::Response);
+      w->stats().inc(w->stats().upstream_reused);
+    } else {
+      oc = new OriginConn(w, sid);
+      w->stats().inc(w->stats().upstream_connects);
+      if (!oc->connect()) {
+        ex->failed_server = sid;
+        continue;
+      }
+    }
+    ++ss.active;
+    oc->ex = ex;
+    oc->got_bytes = oc->interim = oc->bad_head = false;
+    oc->reusable = true;
+    ex->origin = oc;
+    ex->server = sid;
+    ++ex->attempts;
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+Flow phase_upstream(Exchange* ex) {
+  build_forward_head(ex);
+  if (!attach_origin(ex)) {
+    ex->client->reply(503, "upstream.unavailable", false);
+    return Flow::Respond;
+  }
+  ex->origin->out.stage_ref(ex->fwd.data(), ex->fwd.size());
+  return Flow::Continue;
+}
+
+void upstream_failed(Exchange* ex, OriginConn* oc, const char* reason, int status, bool retryable) {
+  Worker* w = oc->w;
+  ClientConn* c = ex->client;
+  if (retryable && !ex->resp_started && !oc->got_bytes && !c->closing) {
+    const bool nothing_sent = oc->timer_kind == OriginConn::TimerKind::Connect;
+    const bool safe = nothing_sent || (ex->idempotent && !ex->has_body && ex->req_done);
+    // A pooled connection the origin had closed is not the server's fault, nor an attempt.
+    const bool stale = oc->reused;
+    if (safe && (stale || ex->attempts < 2)) {
+      if (stale) --ex->attempts;
+      else ex->failed_server = oc->server;
+      w->stats().inc(w->stats().upstream_retries);
+      if (attach_origin(ex)) {
+        if (nothing_sent) {
+          ex->origin->out.take_queued(&oc->out);
+        } else {
+          ex->origin->out.stage_ref(ex->fwd.data(), ex->fwd.size());
+        }
+        ex->origin->out.flush();
+        return;
+      }
+      reason = "upstream.unavailable";
+      status = 503;
+      if (ex->failed_server != kNone) {
+        reason = "upstream.connect_failed";
+        status = 502;
+      }
+    }
+  }
+  if (ex->resp_started) {
+    c->close_now();  // the client got part of a response: it must see it cut
+    return;
+  }
+  c->reply(status, reason, !ex->req_done);
+  if (!ex->req_done) {
+    c->end_exchange();
+    c->close_gracefully();
+    return;
+  }
+  c->out.flush();
+  c->finish_exchange();
+}
+
+void upstream_abort(Exchange* ex) {
+  OriginConn* oc = ex->origin;
+  if (oc == nullptr) return;
+  oc->close();
+}
+
+void upstream_release(OriginConn* oc) {
+  Worker* w = oc->w;
+  Exchange* ex = oc->ex;
+  ServerState& ss = w->server(oc->server);
+  const config::Origin& o = w->snapshot()->server_origin(oc->server);
+  oc->ex = nullptr;
+  ex->origin = nullptr;
+  --ss.active;
+  bool ok = oc->reusable && ex->req_done && ex->resp.keep_alive && !ex->tunnel &&
+            oc->out.queued() == 0 && !w->draining() && ss.idle_count < o.max_idle;
+  if (!ok) {
+    oc->state = OriginConn::State::Busy;  // close() below must not unlink it from the pool
+    oc->close();
+    return;
+  }
+  oc->state = OriginConn::State::Idle;
+  oc->reused = true;
+  oc->parser.resume();
+  oc->pool_prev = nullptr;
+  oc->pool_next = ss.idle;
+  if (ss.idle != nullptr) ss.idle->pool_prev = oc;
+  ss.idle = oc;
+  ++ss.idle_count;
+  oc->arm_timer(OriginConn::TimerKind::Idle);
+  if (oc->read_stopped) {
+    oc->read_stopped = false;
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&oc->tcp), Worker::alloc_cb, OriginConn::on_read);
+  }
+}
+
+// ---- OriginConn ----
+
+OriginConn::OriginConn(Worker* worker, uint32_t server_id)
+    : w(worker),
+      server(server_id),
+      parser(HTTP_RESPONSE, &worker->cfg().limits, this),
+      out(this, on_out_event) {
+  tcp.data = this;
+  timer.owner = this;
+}
+
+OriginConn::~OriginConn() = default;
+
+bool OriginConn::connect() {
+  uv_tcp_init(w->loop(), &tcp);
+  const config::Address& a = w->snapshot()->server(server);
+  int r = uv_tcp_connect(&connect_req, &tcp, reinterpret_cast<const sockaddr*>(&a.sa), on_connect);
+  if (r != 0) {
+    log_error("worker=%u upstream=%s connect: %s", w->index(), a.text.c_str(), uv_strerror(r));
+    state = State::Closing;
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_closed);
+    return false;
+  }
+  state = State::Connecting;
+  arm_timer(TimerKind::Connect);
+  return true;
+}
+
+void OriginConn::arm_timer(TimerKind kind) {
+  const config::Origin& o = w->snapshot()->server_origin(server);
+  uint32_t ms = o.response_timeout_ms;
+  if (kind == TimerKind::Connect) ms = o.connect_timeout_ms;
+  if (kind == TimerKind::Idle) ms = o.idle_timeout_ms;
+  timer_kind = kind;
+  w->timers().arm(&timer, ms, on_timer);
+}
+
+void OriginConn::close() {
+  if (state == State::Closing) return;
+  ServerState& ss = w->server(server);
+  if (state == State::Idle) {
+    if (pool_prev != nullptr) pool_prev->pool_next = pool_next;
+    else ss.idle = pool_next;
+    if (pool_next != nullptr) pool_next->pool_prev = pool_prev;
+    pool_prev = pool_next = nullptr;
+    --ss.idle_count;
+  }
+  if (ex != nullptr) {
+    --ss.active;
+    ex->origin = nullptr;
+    ex = nullptr;
+  }
+  state = State::Closing;
+  w->timers().disarm(&timer);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_closed);
+}
+
+void OriginConn::on_closed(uv_handle_t* h) { delete static_cast<OriginConn*>(h->data); }
+
+void OriginConn::fail(const char* reason, int status, bool retryable) {
+  Exchange* e = ex;
+  ServerState& ss = w->server(server);
+  const config::Origin& o = w->snapshot()->server_origin(server);
+  if (!reused) {
+    w->stats().inc(w->stats().upstream_failures);
+    if (o.max_fails > 0 && ++ss.fails >= o.max_fails) {
+      ss.down_until = w->timers().now() + o.fail_timeout_ms;
+      ss.fails = 0;
+      log_error("worker=%u upstream=%s rests for %ums after %s", w->index(),
+                w->snapshot()->server(server).text.c_str(), o.fail_timeout_ms, reason);
+    }
+  }
+  // close() detaches the exchange; the flags read by upstream_failed stay as they are.
+  TimerKind kind = timer_kind;
+  close();
+  timer_kind = kind;
+  if (e != nullptr) upstream_failed(e, this, reason, status, retryable);
+}
+
+void OriginConn::on_connect(uv_connect_t* req, int status) {
+  auto* oc = static_cast<OriginConn*>(req->handle->data);
+  if (oc->state == State::Closing) return;
+  if (status < 0) {
+    oc->fail("upstream.connect_failed", 502, true);
+    return;
+  }
+  oc->state = State::Busy;
+  uv_tcp_nodelay(&oc->tcp, 1);
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&oc->tcp), Worker::alloc_cb, on_read);
+  oc->arm_timer(TimerKind::Response);
+  oc->out.attach(reinterpret_cast<uv_stream_t*>(&oc->tcp));
+}
+
+void OriginConn::on_timer(TimerNode* n) {
+  auto* oc = static_cast<OriginConn*>(n->owner);
+  switch (oc->timer_kind) {
+    case TimerKind::Connect: oc->fail("upstream.connect_timeout", 502, true); return;
+    case TimerKind::Response: oc->fail("upstream.response_timeout", 504, false); return;
+    case TimerKind::Idle: oc->close(); return;
+  }
+}
+
+void OriginConn::on_out_event(void* owner, Outbox*, Outbox::Event ev, int) {
+  auto* oc = static_cast<OriginConn*>(owner);
+  if (oc->state == State::Closing) return;
+  if (ev == Outbox::Event::Error) {
+    if (oc->state == State::Idle) {
+      oc->close();
+    } else {
+      oc->fail("upstream.reset", 502, true);
+    }
+    return;
+  }
+  // Drained: the client may send more body (or tunnel bytes).
+  if (oc->ex != nullptr) oc->ex->client->resume_reading();
+}
+
+void OriginConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  auto* oc = static_cast<OriginConn*>(s->data);
+  if (nread == 0 || oc->state == State::Closing) return;
+  if (oc->state == State::Idle) {
+    oc->close();  // the origin closed an idle connection, or sent bytes nobody asked for
+    return;
+  }
+  Exchange* ex = oc->ex;
+  if (ex == nullptr) {
+    oc->close();
+    return;
+  }
+  ClientConn* c = ex->client;
+  if (nread < 0) {
+    if (ex->tunnel) {
+      c->out.flush();
+      oc->close();
+      c->end_exchange();
+      c->close_gracefully();
+      return;
+    }
+    if (nread == UV_EOF && oc->got_bytes) {
+      // A close-delimited body ends here.
+      oc->reusable = false;
+      Http1Parser::Result r = oc->parser.finish();
+      if (r.status != Http1Parser::Status::Error && ex->resp_done) {
+        c->out.flush();
+        upstream_release(oc);
+        if (!ex->req_done) {
+          c->end_exchange();
+          c->close_gracefully();
+        } else {
+          c->finish_exchange();
+        }
+        return;
+      }
+    }
+    oc->fail("upstream.reset", 502, true);
+    return;
+  }
+  if (ex->tunnel) {
+    c->out.stage_ref(buf->base, static_cast<size_t>(nread));
+    c->out.flush();
+    if (c->out.queued() > kHighWater) {
+      uv_read_stop(s);
+      oc->read_stopped = true;
+    }
+    return;
+  }
+  oc->got_bytes = true;
+  oc->arm_timer(TimerKind::Response);
+  Http1Parser::Result r = oc->parser.execute(buf->base, static_cast<size_t>(nread));
+  if (r.status == Http1Parser::Status::Error || oc->bad_head) {
+    log_error("worker=%u request_id=%.*s upstream=%s bad response: %s", oc->w->index(),
+              static_cast<int>(ex->request_id.size()), ex->request_id.data(),
+              oc->w->snapshot()->server(oc->server).text.c_str(), oc->parser.llhttp_reason());
+    oc->reusable = false;
+    if (ex->resp_started) {
+      c->out.flush();
+      oc->close();
+      c->close_now();
+    } else {
+      oc->fail("upstream.bad_response", 502, false);
+    }
+    return;
+  }
+  if (r.status == Http1Parser::Status::Upgrade) {
+    ex->tunnel = true;
+    if (r.consumed < static_cast<size_t>(nread)) {
+      c->out.stage_ref(buf->base + r.consumed, static_cast<size_t>(nread) - r.consumed);
+    }
+    c->out.flush();
+    oc->w->timers().disarm(&oc->timer);
+    oc->w->timers().disarm(&c->timer);
+    if (c->backlog && !c->backlog->empty()) {
+      oc->out.stage_copy(*c->backlog);
+      c->backlog->clear();
+      oc->out.flush();
+    }
+    return;
+  }
+  c->out.flush();
+  if (r.status == Http1Parser::Status::Paused && ex->resp_done) {
+    if (r.consumed < static_cast<size_t>(nread)) oc->reusable = false;  // bytes after the response
+    upstream_release(oc);
+    if (!ex->req_done) {
+      c->end_exchange();
+      c->close_gracefully();
+    } else {
+      c->finish_exchange();
+    }
+    return;
+  }
+  if (c->out.queued() > kHighWater) {
+    uv_read_stop(s);
+    oc->read_stopped = true;
+    oc->w->timers().disarm(&oc->timer);
+    c->arm_timer(ClientConn::TimerKind::Send);
+  }
+}
+
+// ---- the response side of the codec ----
+
+MessageHead* OriginConn::on_message_begin() { return &ex->resp; }
+
+void build_response_head(Exchange* ex, OriginConn* oc) {
+  const MessageHead& r = ex->resp;
+  ClientConn* c = ex->client;
+  std::string& h = ex->resp_head;
+  const bool client10 = ex->req.minor == 0;
+  const uint16_t st = r.status;
+  h.clear();
+  h.reserve(r.buf.size() + 128);
+  h.append("HTTP/1.1 ", 9);
+  append_uint(h, st);
+  h.push_back(' ');
+  if (r.url_len > 0) h.append(r.url());
+  else h.append("Unknown");
+  h.append("\r\n", 2);
+  const bool no_body = ex->is_head || st == 204 || st == 304 || st < 200;
+  bool chunk = false, close = false;
+  if (!no_body && st != 101) {
+    if (r.chunked || !r.has_content_length) {
+      if (!r.chunked) oc->reusable = false;  // close-delimited: the origin closes at the end
+      if (client10) close = true;
+      else chunk = true;
+    }
+  }
+  ConnTokens conn;
+  conn.collect(r);
+  for (const HeaderSpan& hs : r.headers) {
+    std::string_view name = r.name(hs);
+    switch (classify(name)) {
+      case Hdr::Connection:
+      case Hdr::KeepAlive:
+      case Hdr::ProxyConnection:
+      case Hdr::TE:
+      case Hdr::Trailer:
+      case Hdr::TransferEncoding: continue;
+      case Hdr::Upgrade:
+        if (st == 101) append_header(h, name, r.value(hs));
+        continue;
+      case Hdr::ContentLength:
+        if (chunk) continue;
+        break;
+      default:
+        if (conn.n != 0 && conn.names(name)) continue;
+    }
+    append_header(h, name, r.value(hs));
+  }
+  if (chunk) h.append("Transfer-Encoding: chunked\r\n");
+  if (no_body && ex->is_head && r.chunked) h.append("Transfer-Encoding: chunked\r\n");
+  if (st == 101) {
+    h.append("Connection: upgrade\r\n");
+  } else if (st >= 200) {
+    bool keep = ex->req.keep_alive && !close && !c->close_after && !c->w->draining();
+    ex->client_keep = keep;
+    if (!keep) h.append("Connection: close\r\n");
+    else if (client10) h.append("Connection: keep-alive\r\n");
+  }
+  h.append("\r\n", 2);
+  ex->client_chunked = chunk;
+}
+
+int OriginConn::on_head() {
+  Exchange* e = ex;
+  const uint16_t st = e->resp.status;
+  if (st >= 100 && st < 200 && st != 101) {
+    // Interim response (100 Continue, 103 Early Hints): relay to HTTP/1.1 clients.
+    interim = true;
+    if (e->req.minor >= 1) {
+      build_response_head(e, this);
+      e->client->out.stage_copy(e->resp_head);
+    }
+    return 0;
+  }
+  interim = false;
+  if (st == 101 && !e->req.upgrade) {
+    bad_head = true;
+    return -1;
+  }
+  w->server(server).fails = 0;
+  build_response_head(e, this);
+  e->client->out.stage_ref(e->resp_head.data(), e->resp_head.size());
+  e->resp_started = true;
+  return e->is_head ? 1 : 0;
+}
+
+void OriginConn::on_body(const char* p, size_t n) {
+  Outbox& o = ex->client->out;
+  if (ex->client_chunked) {
+    char size[24];
+    int k = std::snprintf(size, sizeof size, "%zx\r\n", n);
+    o.stage_copy(size, static_cast<size_t>(k));
+    o.stage_ref(p, n);
+    o.stage_copy("\r\n", 2);
+  } else {
+    o.stage_ref(p, n);
+  }
+}
+
+bool OriginConn::on_message_complete() {
+  if (interim) {
+    interim = false;
+    return false;  // the final response follows on the same connection
+  }
+  if (ex->client_chunked) ex->client->out.stage_copy("0\r\n\r\n", 5);
+  ex->resp_done = true;
+  return true;
+}
+
+}  // namespace parapet

@@ -1,0 +1,96 @@
+// A worker: one thread, one uv loop, its own SO_REUSEPORT listening sockets, its own client
+// connections, upstream pools and timers. Nothing here is shared with other workers except the
+// immutable Snapshot and the relaxed counters read by the admin listener.
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "proxy/conn.h"
+#include "proxy/snapshot.h"
+#include "proxy/timer.h"
+
+namespace parapet {
+
+// Counters written by one worker, summed by the admin listener.
+struct WorkerStats {
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> responses[6] = {};  // index status/100 (0: none)
+  std::atomic<uint64_t> client_conns{0};    // open now
+  std::atomic<uint64_t> client_accepted{0};
+  std::atomic<uint64_t> upstream_connects{0};
+  std::atomic<uint64_t> upstream_reused{0};
+  std::atomic<uint64_t> upstream_failures{0};
+  std::atomic<uint64_t> upstream_retries{0};
+  std::atomic<uint64_t> refused{0};  // malformed requests answered 4xx by the codec
+  void inc(std::atomic<uint64_t>& c) { c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+  void dec(std::atomic<uint64_t>& c) { c.store(c.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed); }
+};
+
+class Worker {
+ public:
+  Worker(unsigned index, std::shared_ptr<const Snapshot> snap, std::vector<int> listen_fds);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  void start();
+  // From any thread: stop accepting, finish in-flight exchanges (up to the shutdown timeout),
+  // then end the loop.
+  void request_stop();
+  void join();
+
+  unsigned index() const { return index_; }
+  uv_loop_t* loop() { return &loop_; }
+  Timers& timers() { return *timers_; }
+  const std::shared_ptr<const Snapshot>& snapshot() const { return snap_; }
+  const config::Config& cfg() const { return snap_->cfg(); }
+  WorkerStats& stats() { return stats_; }
+  bool draining() const { return draining_; }
+  bool finished() const { return finished_.load(std::memory_order_acquire); }
+
+  // One read buffer for every socket of the worker: data is consumed inside the read callback.
+  static void alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+
+  Exchange* new_exchange(ClientConn* c);
+  void free_exchange(Exchange* ex);
+  ServerState& server(uint32_t id) { return servers_[id]; }
+  uint32_t next_rr(const OriginGroup& g);
+  void add_client(ClientConn* c);
+  void remove_client(ClientConn* c);
+  void maybe_finish_stop();
+
+ private:
+  void run();
+  static void on_connection(uv_stream_t* server, int status);
+  static void on_stop(uv_async_t* a);
+  static void on_drain_timeout(uv_timer_t* t);
+
+  unsigned index_;
+  std::shared_ptr<const Snapshot> snap_;
+  std::vector<int> listen_fds_;
+  uv_loop_t loop_;
+  std::unique_ptr<Timers> timers_;
+  std::vector<uv_tcp_t*> listeners_;
+  uv_async_t stop_async_;
+  uv_timer_t drain_timer_;
+  std::thread thread_;
+  std::vector<char> read_buf_;
+  std::vector<Exchange*> free_exchanges_;
+  std::vector<ServerState> servers_;
+  std::vector<uint32_t> rr_;
+  ClientConn* clients_ = nullptr;
+  uint64_t id_seed_;
+  uint64_t id_counter_ = 0;
+  bool draining_ = false;
+  bool stopped_ = false;
+  std::atomic<bool> finished_{false};
+  WorkerStats stats_;
+};
+
+}  // namespace parapet
