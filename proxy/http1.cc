@@ -106,7 +106,6 @@ int Http1Parser::cb_message_begin(llhttp_t* p) {
   s->body_bytes_ = 0;
   s->trailer_bytes_ = 0;
   s->last_ = Last::None;
-  s->value_done_ = false;
   s->in_head_ = true;
   s->in_message_ = true;
   s->in_trailers_ = false;
@@ -151,7 +150,6 @@ int Http1Parser::cb_header_field(llhttp_t* p, const char* at, size_t n) {
     if (h->headers.size() >= s->limits_->max_header_count) return s->fail(HttpError::TooManyHeaders);
     h->headers.push_back(HeaderSpan{static_cast<uint32_t>(h->buf.size()), 0, 0, 0});
     s->last_ = Last::Field;
-    s->value_done_ = false;
   }
   h->buf.append(at, n);
   h->headers.back().name_len += static_cast<uint32_t>(n);
@@ -165,8 +163,15 @@ int Http1Parser::cb_header_value(llhttp_t* p, const char* at, size_t n) {
     s->trailer_bytes_ += static_cast<uint32_t>(n);
     return s->trailer_bytes_ > s->limits_->max_header_bytes ? s->fail(HttpError::HeaderTooLarge) : 0;
   }
-  // llhttp reports an obs-fold continuation line as more value after the value completed.
-  if (s->value_done_) return s->fail(HttpError::ObsFold);
+  if (s->last_ == Last::Value) {
+    // More of the same value: legitimate only where the previous span stopped at the end of
+    // the previous read and this one starts the next read. Anything else is an obs-fold line.
+    const bool resumed = s->value_exec_ != s->exec_id_ && s->value_end_was_tail_ && at == s->exec_begin_;
+    if (!resumed) return s->fail(HttpError::ObsFold);
+  }
+  s->value_end_ = at + n;
+  s->value_exec_ = s->exec_id_;
+  s->value_end_was_tail_ = at + n == s->exec_end_;
   MessageHead* h = s->head_;
   if (s->last_ != Last::Value) {
     h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
@@ -181,7 +186,6 @@ int Http1Parser::cb_header_value(llhttp_t* p, const char* at, size_t n) {
 int Http1Parser::cb_header_value_complete(llhttp_t* p) {
   Http1Parser* s = self(p);
   if (s->in_trailers_) return 0;
-  s->value_done_ = true;
   if (s->last_ == Last::Field) {
     // Empty value: no value callback came.
     s->head_->headers.back().value_off = static_cast<uint32_t>(s->head_->buf.size());
@@ -306,6 +310,9 @@ Http1Parser::Result Http1Parser::map(llhttp_errno_t rc, const char* data, size_t
 
 Http1Parser::Result Http1Parser::execute(const char* data, size_t len) {
   if (err_ != HttpError::None) return {0, Status::Error};
+  exec_begin_ = data;
+  exec_end_ = data + len;
+  ++exec_id_;
   return map(llhttp_execute(&p_, data, len), data, len);
 }
 

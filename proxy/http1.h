@@ -134,7 +134,14 @@ class Http1Parser {
   uint32_t trailer_bytes_ = 0;
   HttpError err_ = HttpError::None;
   enum class Last : uint8_t { None, Field, Value } last_ = Last::None;
-  bool value_done_ = false;
+  // Where the last value span ended, to tell a value split across reads from an obs-fold
+  // continuation line (which llhttp 8.1 reports as a second, non-adjacent value span).
+  const char* exec_begin_ = nullptr;
+  const char* exec_end_ = nullptr;
+  uint64_t exec_id_ = 0;
+  const char* value_end_ = nullptr;
+  uint64_t value_exec_ = 0;
+  bool value_end_was_tail_ = false;
   bool in_head_ = false;
   bool in_message_ = false;
   bool in_trailers_ = false;
