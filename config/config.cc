@@ -171,9 +171,7 @@ class Loader {
     if (auto v = n["max_header_count"]) number(v, "max_header_count", &l->max_header_count, 1, 10000);
     if (auto v = n["max_uri_bytes"]) number(v, "max_uri_bytes", &l->max_uri_bytes, 16, 1 << 20);
     if (auto v = n["max_body_bytes"]) number(v, "max_body_bytes", &l->max_body_bytes, 0, ~0ull >> 1);
-    if (l->max_uri_bytes > l->max_header_bytes) {
-      error(n, "max_uri_bytes cannot exceed max_header_bytes");
-    }
+    // The request line is part of the head: the smaller limit answers first (431 or 414).
   }
 
   void timeouts(const YAML::Node& n, Timeouts* t) {

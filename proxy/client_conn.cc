@@ -72,7 +72,7 @@ void Exchange::format_peer(char* out, size_t n) const {
 }
 
 ClientConn::ClientConn(Worker* worker)
-    : w(worker), parser(HTTP_REQUEST, &worker->cfg().limits, this), out(this, on_out_event) {
+    : parser(HTTP_REQUEST, &worker->cfg().limits, this), out(this, on_out_event) {
   tcp.data = this;
   timer.owner = this;
 }
@@ -96,7 +96,7 @@ void ClientConn::start() {
 }
 
 void ClientConn::arm_timer(TimerKind kind) {
-  const config::Timeouts& t = w->cfg().timeouts;
+  const config::Timeouts& t = wk()->cfg().timeouts;
   uint32_t ms = kLingerMs;
   switch (kind) {
     case TimerKind::Header: ms = t.client_header_ms; break;
@@ -106,7 +106,7 @@ void ClientConn::arm_timer(TimerKind kind) {
     case TimerKind::Linger: ms = kLingerMs; break;
   }
   timer_kind = kind;
-  w->timers().arm(&timer, ms, on_timer);
+  wk()->timers().arm(&timer, ms, on_timer);
 }
 
 void ClientConn::pause_reading() {
@@ -148,7 +148,7 @@ void ClientConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     // The parser waits for the current response: keep the bytes (pipelining, upgrade data).
     if (!c->backlog) c->backlog = std::make_unique<std::string>();
     c->backlog->append(buf->base, static_cast<size_t>(nread));
-    if (c->backlog->size() > c->w->cfg().limits.max_header_bytes + 64 * 1024) c->pause_reading();
+    if (c->backlog->size() > c->wk()->cfg().limits.max_header_bytes + 64 * 1024) c->pause_reading();
     return;
   }
   c->consume(buf->base, static_cast<size_t>(nread));
@@ -204,7 +204,7 @@ void ClientConn::consume(const char* data, size_t len) {
 }
 
 MessageHead* ClientConn::on_message_begin() {
-  if (ex == nullptr) ex = w->new_exchange(this);
+  if (ex == nullptr) ex = wk()->new_exchange(this);
   arm_timer(TimerKind::Header);
   return &ex->req;
 }
@@ -226,9 +226,9 @@ int ClientConn::on_head() {
   if (e->has_body) {
     arm_timer(TimerKind::Body);
   } else {
-    w->timers().disarm(&timer);
+    wk()->timers().disarm(&timer);
   }
-  if (w->draining()) close_after = true;
+  if (wk()->draining()) close_after = true;
   if (phase_route(e) == Flow::Respond || phase_upstream(e) == Flow::Respond) {
     if (e->has_body || r.upgrade) {
       close_after = true;
@@ -260,15 +260,15 @@ bool ClientConn::on_message_complete() {
   if (!e->replied && e->origin != nullptr && e->req.chunked) {
     e->origin->out.stage_copy("0\r\n\r\n", 5);
   }
-  if (timer_kind == TimerKind::Body || timer_kind == TimerKind::Header) w->timers().disarm(&timer);
+  if (timer_kind == TimerKind::Body || timer_kind == TimerKind::Header) wk()->timers().disarm(&timer);
   return true;
 }
 
 void ClientConn::reply(int status, const char* reason, bool close) {
-  if (ex == nullptr) ex = w->new_exchange(this);
+  if (ex == nullptr) ex = wk()->new_exchange(this);
   Exchange* e = ex;
   const char* phrase = status_phrase(status);
-  bool closing_now = close || close_after || !e->req.keep_alive || w->draining();
+  bool closing_now = close || close_after || !e->req.keep_alive || wk()->draining();
   if (closing_now) close_after = true;
   char body[256];
   int bn = std::snprintf(body, sizeof body, "%d %s\nreason: %s\nrequest_id: %.*s\n", status, phrase,
@@ -284,11 +284,11 @@ void ClientConn::reply(int status, const char* reason, bool close) {
   e->replied = true;
   e->resp_done = true;
   e->resp_started = true;
-  WorkerStats& st = w->stats();
+  WorkerStats& st = wk()->stats();
   st.inc(st.responses[status / 100]);
   char ip[64];
   e->format_peer(ip, sizeof ip);
-  log_error("worker=%u request_id=%.*s client=%s status=%d reason=%s", w->index(),
+  log_error("worker=%u request_id=%.*s client=%s status=%d reason=%s", wk()->index(),
             static_cast<int>(e->request_id.size()), e->request_id.data(), ip, status, reason);
 }
 
@@ -299,7 +299,7 @@ void ClientConn::on_parse_error() {
     return;
   }
   if (ex != nullptr && ex->origin != nullptr) upstream_abort(ex);
-  w->stats().inc(w->stats().refused);
+  wk()->stats().inc(wk()->stats().refused);
   reply(http_error_status(err), http_error_reason(err), true);
   end_exchange();
   close_gracefully();
@@ -308,14 +308,14 @@ void ClientConn::on_parse_error() {
 bool ClientConn::end_exchange() {
   Exchange* e = ex;
   ex = nullptr;
-  bool keep = e->client_keep && !close_after && e->req.keep_alive && !eof && !w->draining() &&
+  bool keep = e->client_keep && !close_after && e->req.keep_alive && !eof && !wk()->draining() &&
               !e->tunnel && !e->req.upgrade;
   if (!e->replied) {
-    WorkerStats& st = w->stats();
+    WorkerStats& st = wk()->stats();
     st.inc(st.responses[e->resp.status / 100 < 6 ? e->resp.status / 100 : 0]);
   }
   if (e->origin != nullptr) upstream_abort(e);
-  w->free_exchange(e);
+  wk()->free_exchange(e);
   return keep;
 }
 
@@ -341,7 +341,7 @@ void ClientConn::close_gracefully() {
   closing = true;
   if (ex != nullptr) {
     if (ex->origin != nullptr) upstream_abort(ex);
-    w->free_exchange(ex);
+    wk()->free_exchange(ex);
     ex = nullptr;
   }
   backlog.reset();
@@ -379,14 +379,14 @@ void ClientConn::close_now() {
   if (closed) return;
   closed = true;
   closing = true;
-  w->timers().disarm(&timer);
+  wk()->timers().disarm(&timer);
   if (ex != nullptr) {
     if (ex->origin != nullptr) upstream_abort(ex);
-    w->free_exchange(ex);
+    wk()->free_exchange(ex);
     ex = nullptr;
   }
   backlog.reset();
-  w->remove_client(this);
+  wk()->remove_client(this);
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_closed);
 }
 
@@ -437,7 +437,7 @@ void ClientConn::on_out_event(void* owner, Outbox*, Outbox::Event ev, int) {
     else c->start_shutdown();
     return;
   }
-  if (c->timer_kind == TimerKind::Send) c->w->timers().disarm(&c->timer);
+  if (c->timer_kind == TimerKind::Send) c->wk()->timers().disarm(&c->timer);
   OriginConn* oc = c->ex != nullptr ? c->ex->origin : nullptr;
   if (oc != nullptr && oc->read_stopped) {
     oc->read_stopped = false;

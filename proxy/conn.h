@@ -79,8 +79,10 @@ struct ClientConn final : Http1Handler {
   static void on_closed(uv_handle_t* h);
   static void on_shutdown(uv_shutdown_t* req, int status);
 
+  // The worker: the loop's data (one pointer less per idle connection).
+  Worker* wk() const { return static_cast<Worker*>(tcp.loop->data); }
+
   uv_tcp_t tcp;
-  Worker* w;
   Http1Parser parser;
   Outbox out;
   TimerNode timer;

@@ -3,6 +3,7 @@
 #include <strings.h>
 
 #include <cstring>
+#include <type_traits>
 
 namespace parapet {
 
@@ -29,6 +30,7 @@ void MessageHead::clear() {
   chunked = has_content_length = upgrade = false;
   keep_alive = true;
   content_length = 0;
+  scratch = Scratch{};
 }
 
 const char* http_error_reason(HttpError e) {
@@ -82,33 +84,39 @@ const llhttp_settings_t* Http1Parser::settings() {
 }
 
 Http1Parser::Http1Parser(llhttp_type_t type, const config::Limits* limits, Http1Handler* handler)
-    : limits_(limits), handler_(handler) {
+    : limits_(limits) {
+  static_assert(std::is_standard_layout_v<Http1Parser>, "callbacks cast llhttp_t* to the parser");
   llhttp_init(&p_, type, settings());
-  p_.data = this;
+  p_.data = handler;
 }
 
 void Http1Parser::reset() {
   llhttp_type_t type = static_cast<llhttp_type_t>(p_.type);
+  void* handler = p_.data;
   llhttp_init(&p_, type, settings());
-  p_.data = this;
+  p_.data = handler;
   head_ = nullptr;
   err_ = HttpError::None;
-  in_head_ = in_message_ = in_trailers_ = false;
+  in_head_ = in_message_ = false;
 }
 
-static Http1Parser* self(llhttp_t* p) { return static_cast<Http1Parser*>(p->data); }
+static Http1Parser* self(llhttp_t* p) { return reinterpret_cast<Http1Parser*>(p); }
+
+// The read being parsed. A value split across two reads shows as a span ending one read and a
+// span starting the next; an obs-fold continuation line (which llhttp 8.1 reports as a second
+// value span) cannot look like that. Kept per thread, not per parser: it only matters inside
+// one execute() call, and idle parsers stay small.
+thread_local const char* t_exec_begin = nullptr;
+thread_local size_t t_exec_len = 0;
+constexpr uint8_t kField = 1;
+constexpr uint8_t kValue = 2;
 
 int Http1Parser::cb_message_begin(llhttp_t* p) {
   Http1Parser* s = self(p);
-  s->head_ = s->handler_->on_message_begin();
+  s->head_ = s->handler()->on_message_begin();
   s->head_->clear();
-  s->raw_head_bytes_ = 0;
-  s->body_bytes_ = 0;
-  s->trailer_bytes_ = 0;
-  s->last_ = Last::None;
   s->in_head_ = true;
   s->in_message_ = true;
-  s->in_trailers_ = false;
   return 0;
 }
 
@@ -140,16 +148,17 @@ int Http1Parser::cb_status(llhttp_t* p, const char* at, size_t n) {
 
 int Http1Parser::cb_header_field(llhttp_t* p, const char* at, size_t n) {
   Http1Parser* s = self(p);
-  if (s->in_trailers_) {
+  MessageHead::Scratch& sc = s->head_->scratch;
+  if (sc.in_trailers) {
     // Trailers are parsed (so framing stays exact) but not kept; bound them like a head.
-    s->trailer_bytes_ += static_cast<uint32_t>(n + 4);
-    return s->trailer_bytes_ > s->limits_->max_header_bytes ? s->fail(HttpError::HeaderTooLarge) : 0;
+    sc.trailer_bytes += static_cast<uint32_t>(n + 4);
+    return sc.trailer_bytes > s->limits_->max_header_bytes ? s->fail(HttpError::HeaderTooLarge) : 0;
   }
   MessageHead* h = s->head_;
-  if (s->last_ != Last::Field) {
+  if (sc.last != kField) {
     if (h->headers.size() >= s->limits_->max_header_count) return s->fail(HttpError::TooManyHeaders);
     h->headers.push_back(HeaderSpan{static_cast<uint32_t>(h->buf.size()), 0, 0, 0});
-    s->last_ = Last::Field;
+    sc.last = kField;
   }
   h->buf.append(at, n);
   h->headers.back().name_len += static_cast<uint32_t>(n);
@@ -159,23 +168,21 @@ int Http1Parser::cb_header_field(llhttp_t* p, const char* at, size_t n) {
 
 int Http1Parser::cb_header_value(llhttp_t* p, const char* at, size_t n) {
   Http1Parser* s = self(p);
-  if (s->in_trailers_) {
-    s->trailer_bytes_ += static_cast<uint32_t>(n);
-    return s->trailer_bytes_ > s->limits_->max_header_bytes ? s->fail(HttpError::HeaderTooLarge) : 0;
+  MessageHead::Scratch& sc = s->head_->scratch;
+  if (sc.in_trailers) {
+    sc.trailer_bytes += static_cast<uint32_t>(n);
+    return sc.trailer_bytes > s->limits_->max_header_bytes ? s->fail(HttpError::HeaderTooLarge) : 0;
   }
-  if (s->last_ == Last::Value) {
+  if (sc.last == kValue) {
     // More of the same value: legitimate only where the previous span stopped at the end of
     // the previous read and this one starts the next read. Anything else is an obs-fold line.
-    const bool resumed = s->value_exec_ != s->exec_id_ && s->value_end_was_tail_ && at == s->exec_begin_;
-    if (!resumed) return s->fail(HttpError::ObsFold);
+    if (!(sc.value_end_was_tail && at == t_exec_begin)) return s->fail(HttpError::ObsFold);
   }
-  s->value_end_ = at + n;
-  s->value_exec_ = s->exec_id_;
-  s->value_end_was_tail_ = at + n == s->exec_end_;
+  sc.value_end_was_tail = at + n == t_exec_begin + t_exec_len;
   MessageHead* h = s->head_;
-  if (s->last_ != Last::Value) {
+  if (sc.last != kValue) {
     h->headers.back().value_off = static_cast<uint32_t>(h->buf.size());
-    s->last_ = Last::Value;
+    sc.last = kValue;
   }
   h->buf.append(at, n);
   h->headers.back().value_len += static_cast<uint32_t>(n);
@@ -185,11 +192,12 @@ int Http1Parser::cb_header_value(llhttp_t* p, const char* at, size_t n) {
 
 int Http1Parser::cb_header_value_complete(llhttp_t* p) {
   Http1Parser* s = self(p);
-  if (s->in_trailers_) return 0;
-  if (s->last_ == Last::Field) {
+  MessageHead::Scratch& sc = s->head_->scratch;
+  if (sc.in_trailers) return 0;
+  if (sc.last == kField) {
     // Empty value: no value callback came.
     s->head_->headers.back().value_off = static_cast<uint32_t>(s->head_->buf.size());
-    s->last_ = Last::Value;
+    sc.last = kValue;
   }
   // Trailing whitespace is allowed by the grammar (OWS); llhttp keeps it: trim it here.
   HeaderSpan& hs = s->head_->headers.back();
@@ -239,7 +247,7 @@ int Http1Parser::cb_headers_complete(llhttp_t* p) {
   Http1Parser* s = self(p);
   MessageHead* h = s->head_;
   s->in_head_ = false;
-  s->in_trailers_ = true;  // any header callbacks from now on are trailers
+  h->scratch.in_trailers = true;  // any header callbacks from now on are trailers
   h->major = p->http_major;
   h->minor = p->http_minor;
   h->method = p->method;
@@ -254,7 +262,7 @@ int Http1Parser::cb_headers_complete(llhttp_t* p) {
   } else if (h->major != 1) {
     return s->fail(HttpError::BadResponse);
   }
-  int r = s->handler_->on_head();
+  int r = s->handler()->on_head();
   if (r < 0) {
     return HPE_PAUSED;  // the handler took over; stop here without an error
   }
@@ -263,20 +271,21 @@ int Http1Parser::cb_headers_complete(llhttp_t* p) {
 
 int Http1Parser::cb_body(llhttp_t* p, const char* at, size_t n) {
   Http1Parser* s = self(p);
-  s->body_bytes_ += n;
+  uint64_t& body = s->head_->scratch.body_bytes;
+  body += n;
   if (s->limits_->max_body_bytes != 0 && p->type == HTTP_REQUEST &&
-      s->body_bytes_ > s->limits_->max_body_bytes) {
+      body > s->limits_->max_body_bytes) {
     return s->fail(HttpError::BodyTooLarge);
   }
-  s->handler_->on_body(at, n);
+  s->handler()->on_body(at, n);
   return 0;
 }
 
 int Http1Parser::cb_message_complete(llhttp_t* p) {
   Http1Parser* s = self(p);
   s->in_message_ = false;
-  s->in_trailers_ = false;
-  bool pause = s->handler_->on_message_complete();
+  s->head_->scratch.in_trailers = false;
+  bool pause = s->handler()->on_message_complete();
   // An upgrade ends in HPE_PAUSED_UPGRADE on its own; pausing would hide it.
   if (p->upgrade) return 0;
   return pause ? HPE_PAUSED : 0;
@@ -286,8 +295,8 @@ Http1Parser::Result Http1Parser::map(llhttp_errno_t rc, const char* data, size_t
   switch (rc) {
     case HPE_OK:
       if (in_head_) {
-        raw_head_bytes_ += len;
-        if (raw_head_bytes_ > limits_->max_header_bytes) {
+        head_->scratch.raw_head_bytes += len;
+        if (head_->scratch.raw_head_bytes > limits_->max_header_bytes) {
           err_ = HttpError::HeaderTooLarge;
           return {len, Status::Error};
         }
@@ -310,10 +319,14 @@ Http1Parser::Result Http1Parser::map(llhttp_errno_t rc, const char* data, size_t
 
 Http1Parser::Result Http1Parser::execute(const char* data, size_t len) {
   if (err_ != HttpError::None) return {0, Status::Error};
-  exec_begin_ = data;
-  exec_end_ = data + len;
-  ++exec_id_;
-  return map(llhttp_execute(&p_, data, len), data, len);
+  const char* saved_begin = t_exec_begin;
+  size_t saved_len = t_exec_len;
+  t_exec_begin = data;
+  t_exec_len = len;
+  Result r = map(llhttp_execute(&p_, data, len), data, len);
+  t_exec_begin = saved_begin;
+  t_exec_len = saved_len;
+  return r;
 }
 
 Http1Parser::Result Http1Parser::finish() {

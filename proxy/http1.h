@@ -45,6 +45,17 @@ class MessageHead {
   bool upgrade = false;
   bool keep_alive = true;
   uint64_t content_length = 0;
+
+  // Parser scratch for this message (kept here, not in the parser, so an idle connection's
+  // parser stays small).
+  struct Scratch {
+    uint64_t raw_head_bytes = 0;  // head bytes seen in earlier execute() calls
+    uint64_t body_bytes = 0;
+    uint32_t trailer_bytes = 0;
+    uint8_t last = 0;  // 0 none, 1 field, 2 value
+    bool in_trailers = false;
+    bool value_end_was_tail = false;  // the last value span ended at the end of its read
+  } scratch;
 };
 
 // Stable reasons, also the `reason:` line of error responses and the log.
@@ -125,26 +136,16 @@ class Http1Parser {
   int validate_request_head();
   Result map(llhttp_errno_t rc, const char* data, size_t len);
 
+  Http1Handler* handler() const { return static_cast<Http1Handler*>(p_.data); }
+
+  // Kept small: one per idle client connection. llhttp_t comes first, so the callbacks find the
+  // parser from their llhttp_t*; llhttp's `data` points at the handler.
   llhttp_t p_;
   const config::Limits* limits_;
-  Http1Handler* handler_;
   MessageHead* head_ = nullptr;
-  uint64_t raw_head_bytes_ = 0;  // head bytes seen in earlier execute() calls
-  uint64_t body_bytes_ = 0;
-  uint32_t trailer_bytes_ = 0;
   HttpError err_ = HttpError::None;
-  enum class Last : uint8_t { None, Field, Value } last_ = Last::None;
-  // Where the last value span ended, to tell a value split across reads from an obs-fold
-  // continuation line (which llhttp 8.1 reports as a second, non-adjacent value span).
-  const char* exec_begin_ = nullptr;
-  const char* exec_end_ = nullptr;
-  uint64_t exec_id_ = 0;
-  const char* value_end_ = nullptr;
-  uint64_t value_exec_ = 0;
-  bool value_end_was_tail_ = false;
   bool in_head_ = false;
   bool in_message_ = false;
-  bool in_trailers_ = false;
 };
 
 // ASCII case-insensitive equality.

@@ -93,7 +93,9 @@ void Outbox::flush() {
   State* s = st_;
   if (s == nullptr) return;
   if (s->staged.empty()) {
-    maybe_release();
+    // Bytes handed over by take_queued() may be waiting for a write to start.
+    if (stream_ != nullptr && !s->writing && !s->queued.empty()) start_write();
+    else maybe_release();
     return;
   }
   if (stream_ == nullptr || s->writing || !s->queued.empty()) {

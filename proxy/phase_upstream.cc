@@ -250,7 +250,7 @@ std::string_view hash_key(Exchange* ex, char* ipbuf, size_t n) {
 }
 
 uint32_t pick_server(Exchange* ex, uint32_t exclude) {
-  Worker* w = ex->client->w;
+  Worker* w = ex->client->wk();
   const OriginGroup& g = *ex->group;
   const uint64_t now = w->timers().now();
   const size_t n = g.server_ids.size();
@@ -299,7 +299,7 @@ uint32_t pick_server(Exchange* ex, uint32_t exclude) {
 
 // Lends the exchange a connection to a chosen server: pooled if one is idle, else a new one.
 bool attach_origin(Exchange* ex) {
-  Worker* w = ex->client->w;
+  Worker* w = ex->client->wk();
   for (int tries = 0; tries < 2; ++tries) {
     uint32_t sid = pick_server(ex, ex->failed_server);
     if (sid == kNone) return false;
@@ -696,7 +696,7 @@ void build_response_head(Exchange* ex, OriginConn* oc) {
   if (st == 101) {
     h.append("Connection: upgrade\r\n");
   } else if (st >= 200) {
-    bool keep = ex->req.keep_alive && !close && !c->close_after && !c->w->draining();
+    bool keep = ex->req.keep_alive && !close && !c->close_after && !c->wk()->draining();
     ex->client_keep = keep;
     if (!keep) h.append("Connection: close\r\n");
     else if (client10) h.append("Connection: keep-alive\r\n");

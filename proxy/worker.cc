@@ -17,6 +17,7 @@ thread_local char* t_read_buf = nullptr;
 Worker::Worker(unsigned index, std::shared_ptr<const Snapshot> snap, std::vector<int> listen_fds)
     : index_(index), snap_(std::move(snap)), listen_fds_(std::move(listen_fds)) {
   uv_loop_init(&loop_);
+  loop_.data = this;
   timers_ = std::make_unique<Timers>(&loop_);
   uv_async_init(&loop_, &stop_async_, on_stop);
   stop_async_.data = this;
