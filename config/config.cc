@@ -30,7 +30,8 @@ class Loader {
   }
 
   // Reports keys of `map` not in `known`. `where` names the section in the message.
-  bool check_keys(const YAML::Node& map, const char* where, std::initializer_list<const char*> known) {
+  bool check_keys(const YAML::Node& map, const char* where,
+                  std::initializer_list<const char*> known) {
     if (!map.IsMap()) {
       error(map, std::string(where) + " must be a mapping");
       return false;
@@ -167,10 +168,13 @@ class Loader {
     if (!check_keys(n, "limits",
                     {"max_header_bytes", "max_header_count", "max_uri_bytes", "max_body_bytes"}))
       return;
-    if (auto v = n["max_header_bytes"]) number(v, "max_header_bytes", &l->max_header_bytes, 256, 1 << 20);
-    if (auto v = n["max_header_count"]) number(v, "max_header_count", &l->max_header_count, 1, 10000);
+    if (auto v = n["max_header_bytes"])
+      number(v, "max_header_bytes", &l->max_header_bytes, 256, 1 << 20);
+    if (auto v = n["max_header_count"])
+      number(v, "max_header_count", &l->max_header_count, 1, 10000);
     if (auto v = n["max_uri_bytes"]) number(v, "max_uri_bytes", &l->max_uri_bytes, 16, 1 << 20);
-    if (auto v = n["max_body_bytes"]) number(v, "max_body_bytes", &l->max_body_bytes, 0, ~0ull >> 1);
+    if (auto v = n["max_body_bytes"])
+      number(v, "max_body_bytes", &l->max_body_bytes, 0, ~0ull >> 1);
     // The request line is part of the head: the smaller limit answers first (431 or 414).
   }
 
@@ -192,8 +196,9 @@ class Loader {
     }
     std::set<std::string> names, hosts;
     for (const auto& n : ts) {
-      if (!check_keys(n, "a tenant",
-                      {"name", "hosts", "origins", "routes", "tls", "cache", "policies", "rules", "lua"}))
+      if (!check_keys(
+              n, "a tenant",
+              {"name", "hosts", "origins", "routes", "tls", "cache", "policies", "rules", "lua"}))
         continue;
       Tenant t;
       if (auto name = n["name"]) {
@@ -225,9 +230,11 @@ class Loader {
     for (const auto& h : hs) {
       std::string s;
       if (!scalar(h, "host", &s)) continue;
-      std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return std::tolower(ch); });
+      std::transform(s.begin(), s.end(), s.begin(),
+                     [](unsigned char ch) { return std::tolower(ch); });
       std::string bare = s.rfind("*.", 0) == 0 ? s.substr(2) : s;
-      if (bare.empty() || bare.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-.") != std::string::npos ||
+      if (bare.empty() ||
+          bare.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-.") != std::string::npos ||
           bare.find('*') != std::string::npos) {
         error(h, "bad host '" + s + "' (a DNS name, optionally starting with '*.')");
         continue;
@@ -248,8 +255,8 @@ class Loader {
     std::set<std::string> names;
     for (const auto& n : os) {
       if (!check_keys(n, "an origin",
-                      {"name", "servers", "balance", "hash_key", "connect_timeout", "response_timeout",
-                       "keepalive", "health"}))
+                      {"name", "servers", "balance", "hash_key", "connect_timeout",
+                       "response_timeout", "keepalive", "health"}))
         continue;
       Origin o;
       if (auto name = n["name"]) {
@@ -272,17 +279,23 @@ class Loader {
       if (auto b = n["balance"]) {
         std::string s;
         if (scalar(b, "balance", &s)) {
-          if (s == "round_robin") o.balance = Balance::RoundRobin;
-          else if (s == "least_conn") o.balance = Balance::LeastConn;
-          else if (s == "hash") o.balance = Balance::Hash;
-          else error(b, "balance must be round_robin, least_conn or hash, got '" + s + "'");
+          if (s == "round_robin")
+            o.balance = Balance::RoundRobin;
+          else if (s == "least_conn")
+            o.balance = Balance::LeastConn;
+          else if (s == "hash")
+            o.balance = Balance::Hash;
+          else
+            error(b, "balance must be round_robin, least_conn or hash, got '" + s + "'");
         }
       }
       if (auto k = n["hash_key"]) {
         std::string s;
         if (scalar(k, "hash_key", &s)) {
-          if (s == "uri") o.hash_key.kind = HashKey::Uri;
-          else if (s == "client_ip") o.hash_key.kind = HashKey::ClientIp;
+          if (s == "uri")
+            o.hash_key.kind = HashKey::Uri;
+          else if (s == "client_ip")
+            o.hash_key.kind = HashKey::ClientIp;
           else if (s.rfind("header:", 0) == 0 && s.size() > 7) {
             o.hash_key.kind = HashKey::Header;
             o.hash_key.header = s.substr(7);
@@ -321,8 +334,10 @@ class Loader {
       Route r;
       if (auto p = n["path"]) {
         if (scalar(p, "route path", &r.path)) {
-          if (r.path.empty() || r.path[0] != '/') error(p, "route path must start with '/'");
-          else if (!paths.insert(r.path).second) error(p, "duplicate route path '" + r.path + "'");
+          if (r.path.empty() || r.path[0] != '/')
+            error(p, "route path must start with '/'");
+          else if (!paths.insert(r.path).second)
+            error(p, "duplicate route path '" + r.path + "'");
         }
       } else {
         error(n, "route path is required");
@@ -332,7 +347,8 @@ class Loader {
           auto it = std::find_if(t->origins.begin(), t->origins.end(),
                                  [&](const Origin& x) { return x.name == r.origin; });
           if (it == t->origins.end()) {
-            error(o, "route origin '" + r.origin + "' is not an origin of tenant '" + t->name + "'");
+            error(o,
+                  "route origin '" + r.origin + "' is not an origin of tenant '" + t->name + "'");
           } else {
             r.origin_index = static_cast<size_t>(it - t->origins.begin());
           }

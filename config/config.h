@@ -30,10 +30,10 @@ struct Listener {
 };
 
 struct Limits {
-  uint32_t max_header_bytes = 16 * 1024;  // request line + headers -> 431
-  uint32_t max_header_count = 100;        // -> 431
-  uint32_t max_uri_bytes = 8 * 1024;      // -> 414
-  uint64_t max_body_bytes = 100ull << 20; // -> 413; 0 = unlimited
+  uint32_t max_header_bytes = 16 * 1024;   // request line + headers -> 431
+  uint32_t max_header_count = 100;         // -> 431
+  uint32_t max_uri_bytes = 8 * 1024;       // -> 414
+  uint64_t max_body_bytes = 100ull << 20;  // -> 413; 0 = unlimited
 };
 
 struct Timeouts {

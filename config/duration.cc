@@ -60,8 +60,8 @@ bool parse_address(const std::string& input, Address* out, std::string* why) {
     host = text.substr(0, colon);
     port = text.substr(colon + 1);
   }
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoul(port) > 65535) {
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535) {
     *why = "bad port '" + port + "'";
     return false;
   }

@@ -27,7 +27,8 @@ struct Handler : parapet::Http1Handler {
     if (head.minor == 1 && head.find("host") == nullptr) abort();
     if (head.chunked && head.has_content_length) abort();
     for (const parapet::HeaderSpan& h : head.headers) {
-      if (h.name_off + h.name_len > head.buf.size() || h.value_off + h.value_len > head.buf.size()) abort();
+      if (h.name_off + h.name_len > head.buf.size() || h.value_off + h.value_len > head.buf.size())
+        abort();
     }
     return 0;
   }

@@ -18,7 +18,8 @@ const config::Limits kAdminLimits{};
 char g_buf[16 * 1024];
 
 struct AdminConn final : Http1Handler {
-  explicit AdminConn(Server* s) : server(s), parser(HTTP_REQUEST, &kAdminLimits, this), out(this, on_out) {
+  explicit AdminConn(Server* s)
+      : server(s), parser(HTTP_REQUEST, &kAdminLimits, this), out(this, on_out) {
     tcp.data = this;
   }
   MessageHead* on_message_begin() override { return &head; }
@@ -26,15 +27,20 @@ struct AdminConn final : Http1Handler {
   void on_body(const char*, size_t) override {}
   bool on_message_complete() override {
     std::string_view path = head.url().substr(0, head.url().find('?'));
-    if (path == "/healthz") respond(200, "text/plain", "ok\n");
-    else if (path == "/readyz") respond(200, "text/plain", "ready\n");
-    else if (path == "/metrics") respond(200, "text/plain; version=0.0.4", server->metrics_text());
-    else respond(404, "text/plain", "not found\n");
+    if (path == "/healthz")
+      respond(200, "text/plain", "ok\n");
+    else if (path == "/readyz")
+      respond(200, "text/plain", "ready\n");
+    else if (path == "/metrics")
+      respond(200, "text/plain; version=0.0.4", server->metrics_text());
+    else
+      respond(404, "text/plain", "not found\n");
     return true;
   }
   void respond(int status, const char* type, const std::string& body) {
     std::string h = "HTTP/1.1 " + std::to_string(status) + (status == 200 ? " OK" : " Not Found") +
-                    "\r\nContent-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) +
+                    "\r\nContent-Type: " + type +
+                    "\r\nContent-Length: " + std::to_string(body.size()) +
                     "\r\nConnection: close\r\n\r\n";
     out.stage_copy(h);
     if (head.method != HTTP_HEAD) out.stage_copy(body);
@@ -46,7 +52,8 @@ struct AdminConn final : Http1Handler {
     if (closed) return;
     closed = true;
     conns().erase(this);
-    uv_close(reinterpret_cast<uv_handle_t*>(&tcp), [](uv_handle_t* h) { delete static_cast<AdminConn*>(h->data); });
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp),
+             [](uv_handle_t* h) { delete static_cast<AdminConn*>(h->data); });
   }
   static void on_out(void* owner, Outbox*, Outbox::Event, int) {
     auto* c = static_cast<AdminConn*>(owner);
@@ -91,7 +98,8 @@ void on_admin_connection(uv_stream_t* server, int status) {
   c->out.attach(reinterpret_cast<uv_stream_t*>(&c->tcp));
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(&c->tcp),
-      [](uv_handle_t*, size_t, uv_buf_t* b) { *b = uv_buf_init(g_buf, sizeof g_buf); }, on_admin_read);
+      [](uv_handle_t*, size_t, uv_buf_t* b) { *b = uv_buf_init(g_buf, sizeof g_buf); },
+      on_admin_read);
 }
 
 }  // namespace

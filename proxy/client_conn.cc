@@ -20,19 +20,32 @@ constexpr uint32_t kLingerMs = 2000;
 
 const char* status_phrase(int status) {
   switch (status) {
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 421: return "Misdirected Request";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Error";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 421:
+      return "Misdirected Request";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Error";
   }
 }
 }  // namespace
@@ -99,11 +112,21 @@ void ClientConn::arm_timer(TimerKind kind) {
   const config::Timeouts& t = wk()->cfg().timeouts;
   uint32_t ms = kLingerMs;
   switch (kind) {
-    case TimerKind::Header: ms = t.client_header_ms; break;
-    case TimerKind::Body: ms = t.client_body_ms; break;
-    case TimerKind::Keepalive: ms = t.keepalive_ms; break;
-    case TimerKind::Send: ms = t.client_send_ms; break;
-    case TimerKind::Linger: ms = kLingerMs; break;
+    case TimerKind::Header:
+      ms = t.client_header_ms;
+      break;
+    case TimerKind::Body:
+      ms = t.client_body_ms;
+      break;
+    case TimerKind::Keepalive:
+      ms = t.keepalive_ms;
+      break;
+    case TimerKind::Send:
+      ms = t.client_send_ms;
+      break;
+    case TimerKind::Linger:
+      ms = kLingerMs;
+      break;
   }
   timer_kind = kind;
   wk()->timers().arm(&timer, ms, on_timer);
@@ -220,8 +243,11 @@ int ClientConn::on_head() {
     case HTTP_OPTIONS:
     case HTTP_TRACE:
     case HTTP_PUT:
-    case HTTP_DELETE: e->idempotent = true; break;
-    default: e->idempotent = false;
+    case HTTP_DELETE:
+      e->idempotent = true;
+      break;
+    default:
+      e->idempotent = false;
   }
   if (e->has_body) {
     arm_timer(TimerKind::Body);
@@ -260,7 +286,8 @@ bool ClientConn::on_message_complete() {
   if (!e->replied && e->origin != nullptr && e->req.chunked) {
     e->origin->out.stage_copy("0\r\n\r\n", 5);
   }
-  if (timer_kind == TimerKind::Body || timer_kind == TimerKind::Header) wk()->timers().disarm(&timer);
+  if (timer_kind == TimerKind::Body || timer_kind == TimerKind::Header)
+    wk()->timers().disarm(&timer);
   return true;
 }
 
@@ -421,7 +448,9 @@ void ClientConn::on_timer(TimerNode* n) {
     }
     case TimerKind::Keepalive:
     case TimerKind::Send:
-    case TimerKind::Linger: c->close_now(); return;
+    case TimerKind::Linger:
+      c->close_now();
+      return;
   }
 }
 
@@ -433,8 +462,10 @@ void ClientConn::on_out_event(void* owner, Outbox*, Outbox::Event ev, int) {
     return;
   }
   if (c->closing) {
-    if (c->eof) c->close_now();
-    else c->start_shutdown();
+    if (c->eof)
+      c->close_now();
+    else
+      c->start_shutdown();
     return;
   }
   if (c->timer_kind == TimerKind::Send) c->wk()->timers().disarm(&c->timer);

@@ -90,8 +90,8 @@ struct ClientConn final : Http1Handler {
   std::unique_ptr<std::string> backlog;  // read while the parser waits (pipelining, upgrade)
   ClientConn* prev = nullptr;            // worker's list of client connections
   ClientConn* next = nullptr;
-  sockaddr_storage* peer = nullptr;      // allocated only for IPv6 peers
-  uint32_t peer_v4 = 0;                  // network order
+  sockaddr_storage* peer = nullptr;  // allocated only for IPv6 peers
+  uint32_t peer_v4 = 0;              // network order
   TimerKind timer_kind = TimerKind::Header;
   bool closing = false;
   bool closed = false;
@@ -115,7 +115,7 @@ struct Exchange {
   char id[17] = {};
   uint32_t tenant = 0;
   const OriginGroup* group = nullptr;
-  uint32_t server = UINT32_MAX;   // server id of the current attempt
+  uint32_t server = UINT32_MAX;  // server id of the current attempt
   uint32_t failed_server = UINT32_MAX;
   OriginConn* origin = nullptr;
   uint64_t started_ms = 0;
@@ -179,7 +179,7 @@ struct OriginConn final : Http1Handler {
   bool interim = false;    // the message being parsed is a 1xx
   bool read_stopped = false;
   bool reusable = true;
-  bool bad_head = false;   // the response head was refused (101 without upgrade)
+  bool bad_head = false;  // the response head was refused (101 without upgrade)
 };
 
 // Phases.

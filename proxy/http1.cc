@@ -35,20 +35,34 @@ void MessageHead::clear() {
 
 const char* http_error_reason(HttpError e) {
   switch (e) {
-    case HttpError::None: return "none";
-    case HttpError::BadRequest: return "http.bad_request";
-    case HttpError::ObsFold: return "http.obs_fold";
-    case HttpError::ChunkedOnHttp10: return "http.chunked_on_http10";
-    case HttpError::MissingHost: return "http.missing_host";
-    case HttpError::DuplicateHost: return "http.duplicate_host";
-    case HttpError::BadHost: return "http.bad_host";
-    case HttpError::BadVersion: return "http.bad_version";
-    case HttpError::UnsupportedVersion: return "http.bad_version";
-    case HttpError::HeaderTooLarge: return "http.header_too_large";
-    case HttpError::TooManyHeaders: return "http.too_many_headers";
-    case HttpError::UriTooLong: return "http.uri_too_long";
-    case HttpError::BodyTooLarge: return "http.body_too_large";
-    case HttpError::BadResponse: return "upstream.bad_response";
+    case HttpError::None:
+      return "none";
+    case HttpError::BadRequest:
+      return "http.bad_request";
+    case HttpError::ObsFold:
+      return "http.obs_fold";
+    case HttpError::ChunkedOnHttp10:
+      return "http.chunked_on_http10";
+    case HttpError::MissingHost:
+      return "http.missing_host";
+    case HttpError::DuplicateHost:
+      return "http.duplicate_host";
+    case HttpError::BadHost:
+      return "http.bad_host";
+    case HttpError::BadVersion:
+      return "http.bad_version";
+    case HttpError::UnsupportedVersion:
+      return "http.bad_version";
+    case HttpError::HeaderTooLarge:
+      return "http.header_too_large";
+    case HttpError::TooManyHeaders:
+      return "http.too_many_headers";
+    case HttpError::UriTooLong:
+      return "http.uri_too_long";
+    case HttpError::BodyTooLarge:
+      return "http.body_too_large";
+    case HttpError::BadResponse:
+      return "upstream.bad_response";
   }
   return "http.bad_request";
 }
@@ -56,12 +70,18 @@ const char* http_error_reason(HttpError e) {
 int http_error_status(HttpError e) {
   switch (e) {
     case HttpError::HeaderTooLarge:
-    case HttpError::TooManyHeaders: return 431;
-    case HttpError::UriTooLong: return 414;
-    case HttpError::BodyTooLarge: return 413;
-    case HttpError::UnsupportedVersion: return 505;
-    case HttpError::BadResponse: return 502;
-    default: return 400;
+    case HttpError::TooManyHeaders:
+      return 431;
+    case HttpError::UriTooLong:
+      return 414;
+    case HttpError::BodyTooLarge:
+      return 413;
+    case HttpError::UnsupportedVersion:
+      return 505;
+    case HttpError::BadResponse:
+      return 502;
+    default:
+      return 400;
   }
 }
 
@@ -70,6 +90,7 @@ const llhttp_settings_t* Http1Parser::settings() {
     llhttp_settings_t x;
     llhttp_settings_init(&x);
     x.on_message_begin = cb_message_begin;
+    x.on_method = cb_method;
     x.on_url = cb_url;
     x.on_status = cb_status;
     x.on_header_field = cb_header_field;
@@ -108,6 +129,7 @@ static Http1Parser* self(llhttp_t* p) { return reinterpret_cast<Http1Parser*>(p)
 // one execute() call, and idle parsers stay small.
 thread_local const char* t_exec_begin = nullptr;
 thread_local size_t t_exec_len = 0;
+thread_local uint64_t t_exec_seq = 0;
 constexpr uint8_t kField = 1;
 constexpr uint8_t kValue = 2;
 
@@ -125,8 +147,28 @@ bool Http1Parser::head_too_big() const {
   return head_->buf.size() + head_->headers.size() * 4 + 16 > limits_->max_header_bytes;
 }
 
+void Http1Parser::note_start(const char* at) {
+  MessageHead::Scratch& sc = head_->scratch;
+  if (sc.start == nullptr) {
+    sc.start = at;
+    sc.start_read = t_exec_seq;
+  }
+}
+
+uint64_t Http1Parser::head_bytes_in_read(const char* data, const char* end) const {
+  const MessageHead::Scratch& sc = head_->scratch;
+  const char* from = sc.start != nullptr && sc.start_read == t_exec_seq ? sc.start : data;
+  return end > from ? static_cast<uint64_t>(end - from) : 0;
+}
+
+int Http1Parser::cb_method(llhttp_t* p, const char* at, size_t) {
+  self(p)->note_start(at);
+  return 0;
+}
+
 int Http1Parser::cb_url(llhttp_t* p, const char* at, size_t n) {
   Http1Parser* s = self(p);
+  s->note_start(at);
   MessageHead* h = s->head_;
   if (h->url_len == 0) h->url_off = static_cast<uint32_t>(h->buf.size());
   h->buf.append(at, n);
@@ -138,6 +180,7 @@ int Http1Parser::cb_url(llhttp_t* p, const char* at, size_t n) {
 
 int Http1Parser::cb_status(llhttp_t* p, const char* at, size_t n) {
   Http1Parser* s = self(p);
+  s->note_start(at);
   MessageHead* h = s->head_;
   if (h->url_len == 0) h->url_off = static_cast<uint32_t>(h->buf.size());
   h->buf.append(at, n);
@@ -156,7 +199,8 @@ int Http1Parser::cb_header_field(llhttp_t* p, const char* at, size_t n) {
   }
   MessageHead* h = s->head_;
   if (sc.last != kField) {
-    if (h->headers.size() >= s->limits_->max_header_count) return s->fail(HttpError::TooManyHeaders);
+    if (h->headers.size() >= s->limits_->max_header_count)
+      return s->fail(HttpError::TooManyHeaders);
     h->headers.push_back(HeaderSpan{static_cast<uint32_t>(h->buf.size()), 0, 0, 0});
     sc.last = kField;
   }
@@ -224,6 +268,9 @@ int Http1Parser::validate_request_head() {
     return fail(h->major >= 2 ? HttpError::UnsupportedVersion : HttpError::BadVersion);
   }
   if (h->chunked && h->minor == 0) return fail(HttpError::ChunkedOnHttp10);
+  // llhttp 8.1 reports a request Transfer-Encoding that is not chunked (gzip, xchunked) only
+  // after the head; refuse it here so no handler ever sees such a head.
+  if ((p_.flags & F_TRANSFER_ENCODING) != 0 && !h->chunked) return fail(HttpError::BadRequest);
   const HeaderSpan* host = nullptr;
   for (const HeaderSpan& hs : h->headers) {
     if (hs.name_len == 4 && strncasecmp(h->buf.data() + hs.name_off, "host", 4) == 0) {
@@ -259,9 +306,12 @@ int Http1Parser::cb_headers_complete(llhttp_t* p) {
   h->keep_alive = llhttp_should_keep_alive(p) != 0;
   if (p->type == HTTP_REQUEST) {
     if (s->validate_request_head() != 0) return -1;
-  } else if (h->major != 1) {
-    return s->fail(HttpError::BadResponse);
+    // Pause here: execute() measures the exact head size (whitespace llhttp skipped included)
+    // before the handler sees the head, then resumes.
+    s->head_pause_ = true;
+    return HPE_PAUSED;
   }
+  if (h->major != 1) return s->fail(HttpError::BadResponse);
   int r = s->handler()->on_head();
   if (r < 0) {
     return HPE_PAUSED;  // the handler took over; stop here without an error
@@ -295,7 +345,7 @@ Http1Parser::Result Http1Parser::map(llhttp_errno_t rc, const char* data, size_t
   switch (rc) {
     case HPE_OK:
       if (in_head_) {
-        head_->scratch.raw_head_bytes += len;
+        head_->scratch.raw_head_bytes += head_bytes_in_read(data, data + len);
         if (head_->scratch.raw_head_bytes > limits_->max_header_bytes) {
           err_ = HttpError::HeaderTooLarge;
           return {len, Status::Error};
@@ -323,10 +373,23 @@ Http1Parser::Result Http1Parser::execute(const char* data, size_t len) {
   size_t saved_len = t_exec_len;
   t_exec_begin = data;
   t_exec_len = len;
+  ++t_exec_seq;
   Result r = map(llhttp_execute(&p_, data, len), data, len);
   t_exec_begin = saved_begin;
   t_exec_len = saved_len;
-  return r;
+  if (!head_pause_) return r;
+  // A request head just completed at data + r.consumed: count its exact size, including the
+  // whitespace llhttp skipped, before the handler sees it.
+  head_pause_ = false;
+  head_->scratch.raw_head_bytes += head_bytes_in_read(data, data + r.consumed);
+  if (head_->scratch.raw_head_bytes > limits_->max_header_bytes) {
+    err_ = HttpError::HeaderTooLarge;
+    return {r.consumed, Status::Error};
+  }
+  if (handler()->on_head() < 0) return {r.consumed, Status::Paused};  // the handler took over
+  llhttp_resume(&p_);
+  Result rest = execute(data + r.consumed, len - r.consumed);
+  return {r.consumed + rest.consumed, rest.status};
 }
 
 Http1Parser::Result Http1Parser::finish() {

@@ -29,7 +29,9 @@ class MessageHead {
  public:
   std::string_view url() const { return {buf.data() + url_off, url_len}; }  // or the reason
   std::string_view name(const HeaderSpan& h) const { return {buf.data() + h.name_off, h.name_len}; }
-  std::string_view value(const HeaderSpan& h) const { return {buf.data() + h.value_off, h.value_len}; }
+  std::string_view value(const HeaderSpan& h) const {
+    return {buf.data() + h.value_off, h.value_len};
+  }
   // First header with this name (ASCII case-insensitive), or nullptr.
   const HeaderSpan* find(std::string_view name) const;
   void clear();
@@ -50,6 +52,8 @@ class MessageHead {
   // parser stays small).
   struct Scratch {
     uint64_t raw_head_bytes = 0;  // head bytes seen in earlier execute() calls
+    const char* start = nullptr;  // first byte of the message, in the read it began in
+    uint64_t start_read = 0;      // which read that was (per-thread read sequence)
     uint64_t body_bytes = 0;
     uint32_t trailer_bytes = 0;
     uint8_t last = 0;  // 0 none, 1 field, 2 value
@@ -118,6 +122,7 @@ class Http1Parser {
 
  private:
   static int cb_message_begin(llhttp_t* p);
+  static int cb_method(llhttp_t* p, const char* at, size_t n);
   static int cb_url(llhttp_t* p, const char* at, size_t n);
   static int cb_status(llhttp_t* p, const char* at, size_t n);
   static int cb_header_field(llhttp_t* p, const char* at, size_t n);
@@ -135,6 +140,9 @@ class Http1Parser {
   bool head_too_big() const;
   int validate_request_head();
   Result map(llhttp_errno_t rc, const char* data, size_t len);
+  // Bytes of the current message's head inside [data, end) of the read being parsed.
+  uint64_t head_bytes_in_read(const char* data, const char* end) const;
+  void note_start(const char* at);
 
   Http1Handler* handler() const { return static_cast<Http1Handler*>(p_.data); }
 
@@ -146,6 +154,7 @@ class Http1Parser {
   HttpError err_ = HttpError::None;
   bool in_head_ = false;
   bool in_message_ = false;
+  bool head_pause_ = false;  // a request head is complete: execute() runs the handler
 };
 
 // ASCII case-insensitive equality.

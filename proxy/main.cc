@@ -57,7 +57,8 @@ int main(int argc, char** argv) {
   parapet::config::LoadResult r = parapet::config::load_file(file);
   if (!r.ok()) {
     for (const std::string& e : r.errors) std::fprintf(stderr, "%s\n", e.c_str());
-    std::fprintf(stderr, "parapet: %s: %zu error(s), configuration refused\n", file.c_str(), r.errors.size());
+    std::fprintf(stderr, "parapet: %s: %zu error(s), configuration refused\n", file.c_str(),
+                 r.errors.size());
     return 1;
   }
   if (check) {

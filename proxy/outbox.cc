@@ -94,8 +94,10 @@ void Outbox::flush() {
   if (s == nullptr) return;
   if (s->staged.empty()) {
     // Bytes handed over by take_queued() may be waiting for a write to start.
-    if (stream_ != nullptr && !s->writing && !s->queued.empty()) start_write();
-    else maybe_release();
+    if (stream_ != nullptr && !s->writing && !s->queued.empty())
+      start_write();
+    else
+      maybe_release();
     return;
   }
   if (stream_ == nullptr || s->writing || !s->queued.empty()) {
@@ -104,6 +106,7 @@ void Outbox::flush() {
     }
     s->staged.clear();
     s->scratch.clear();
+    if (stream_ != nullptr && !s->writing) start_write();  // queued by take_queued()
     return;
   }
   constexpr size_t kMaxIov = 64;

@@ -45,7 +45,7 @@ class Outbox {
   bool writing() const;
   bool empty() const { return st_ == nullptr; }
 
- // Implementation detail, public only so the per-thread free list can own it.
+  // Implementation detail, public only so the per-thread free list can own it.
   struct Piece {
     const char* p;  // nullptr: bytes live in scratch at `off`
     size_t off;

@@ -50,9 +50,12 @@ bool ieq(std::string_view a, const char* lower, size_t n) {
 
 Hdr classify(std::string_view n) {
   switch (n.size()) {
-    case 2: return IEQ(n, "te") ? Hdr::TE : Hdr::Other;
-    case 3: return IEQ(n, "via") ? Hdr::Via : Hdr::Other;
-    case 4: return IEQ(n, "host") ? Hdr::Host : Hdr::Other;
+    case 2:
+      return IEQ(n, "te") ? Hdr::TE : Hdr::Other;
+    case 3:
+      return IEQ(n, "via") ? Hdr::Via : Hdr::Other;
+    case 4:
+      return IEQ(n, "host") ? Hdr::Host : Hdr::Other;
     case 7:
       if (IEQ(n, "trailer")) return Hdr::Trailer;
       if (IEQ(n, "upgrade")) return Hdr::Upgrade;
@@ -78,7 +81,8 @@ Hdr classify(std::string_view n) {
       if (IEQ(n, "transfer-encoding")) return Hdr::TransferEncoding;
       if (IEQ(n, "x-forwarded-proto")) return Hdr::XForwardedProto;
       break;
-    default: break;
+    default:
+      break;
   }
   if (n.size() > 6 && IEQ(n.substr(0, 6), "proxy-")) return Hdr::ProxyOther;
   return Hdr::Other;
@@ -100,8 +104,10 @@ struct ConnTokens {
         while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
         while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
         if (!t.empty()) {
-          if (n < 16) tok[n++] = t;
-          else overflow = true;
+          if (n < 16)
+            tok[n++] = t;
+          else
+            overflow = true;
         }
         if (comma == std::string_view::npos) break;
         v.remove_prefix(comma + 1);
@@ -172,11 +178,14 @@ void build_forward_head(Exchange* ex) {
       case Hdr::TE:
       case Hdr::Trailer:
       case Hdr::XForwardedProto:
-      case Hdr::XForwardedHost: continue;
+      case Hdr::XForwardedHost:
+        continue;
       case Hdr::Upgrade:
         if (r.upgrade) append_header(f, name, value);
         continue;
-      case Hdr::TransferEncoding: append_header(f, name, "chunked"); continue;
+      case Hdr::TransferEncoding:
+        append_header(f, name, "chunked");
+        continue;
       case Hdr::ContentLength:
         f.append(name);
         f.append(": ", 2);
@@ -239,8 +248,11 @@ void build_forward_head(Exchange* ex) {
 std::string_view hash_key(Exchange* ex, char* ipbuf, size_t n) {
   const config::HashKey& k = ex->group->cfg->hash_key;
   switch (k.kind) {
-    case config::HashKey::Uri: return ex->target;
-    case config::HashKey::ClientIp: ex->format_peer(ipbuf, n); return ipbuf;
+    case config::HashKey::Uri:
+      return ex->target;
+    case config::HashKey::ClientIp:
+      ex->format_peer(ipbuf, n);
+      return ipbuf;
     case config::HashKey::Header: {
       const HeaderSpan* h = ex->req.find(k.header);
       return h != nullptr ? ex->req.value(*h) : std::string_view();
@@ -273,7 +285,8 @@ uint32_t pick_server(Exchange* ex, uint32_t exclude) {
       for (size_t k = 0; k < n; ++k) {
         size_t i = (start + k) % n;
         if (!usable(i)) continue;
-        if (best == n || w->server(g.server_ids[i]).active < w->server(g.server_ids[best]).active) best = i;
+        if (best == n || w->server(g.server_ids[i]).active < w->server(g.server_ids[best]).active)
+          best = i;
       }
       if (best != n) return g.server_ids[best];
       break;
@@ -354,8 +367,10 @@ void upstream_failed(Exchange* ex, OriginConn* oc, const char* reason, int statu
     // A pooled connection the origin had closed is not the server's fault, nor an attempt.
     const bool stale = oc->reused;
     if (safe && (stale || ex->attempts < 2)) {
-      if (stale) --ex->attempts;
-      else ex->failed_server = oc->server;
+      if (stale)
+        --ex->attempts;
+      else
+        ex->failed_server = oc->server;
       w->stats().inc(w->stats().upstream_retries);
       if (attach_origin(ex)) {
         if (nothing_sent) {
@@ -465,8 +480,10 @@ void OriginConn::close() {
   if (state == State::Closing) return;
   ServerState& ss = w->server(server);
   if (state == State::Idle) {
-    if (pool_prev != nullptr) pool_prev->pool_next = pool_next;
-    else ss.idle = pool_next;
+    if (pool_prev != nullptr)
+      pool_prev->pool_next = pool_next;
+    else
+      ss.idle = pool_next;
     if (pool_next != nullptr) pool_next->pool_prev = pool_prev;
     pool_prev = pool_next = nullptr;
     --ss.idle_count;
@@ -520,9 +537,15 @@ void OriginConn::on_connect(uv_connect_t* req, int status) {
 void OriginConn::on_timer(TimerNode* n) {
   auto* oc = static_cast<OriginConn*>(n->owner);
   switch (oc->timer_kind) {
-    case TimerKind::Connect: oc->fail("upstream.connect_timeout", 502, true); return;
-    case TimerKind::Response: oc->fail("upstream.response_timeout", 504, false); return;
-    case TimerKind::Idle: oc->close(); return;
+    case TimerKind::Connect:
+      oc->fail("upstream.connect_timeout", 502, true);
+      return;
+    case TimerKind::Response:
+      oc->fail("upstream.response_timeout", 504, false);
+      return;
+    case TimerKind::Idle:
+      oc->close();
+      return;
   }
 }
 
@@ -657,16 +680,20 @@ void build_response_head(Exchange* ex, OriginConn* oc) {
   h.append("HTTP/1.1 ", 9);
   append_uint(h, st);
   h.push_back(' ');
-  if (r.url_len > 0) h.append(r.url());
-  else h.append("Unknown");
+  if (r.url_len > 0)
+    h.append(r.url());
+  else
+    h.append("Unknown");
   h.append("\r\n", 2);
   const bool no_body = ex->is_head || st == 204 || st == 304 || st < 200;
   bool chunk = false, close = false;
   if (!no_body && st != 101) {
     if (r.chunked || !r.has_content_length) {
       if (!r.chunked) oc->reusable = false;  // close-delimited: the origin closes at the end
-      if (client10) close = true;
-      else chunk = true;
+      if (client10)
+        close = true;
+      else
+        chunk = true;
     }
   }
   ConnTokens conn;
@@ -679,7 +706,8 @@ void build_response_head(Exchange* ex, OriginConn* oc) {
       case Hdr::ProxyConnection:
       case Hdr::TE:
       case Hdr::Trailer:
-      case Hdr::TransferEncoding: continue;
+      case Hdr::TransferEncoding:
+        continue;
       case Hdr::Upgrade:
         if (st == 101) append_header(h, name, r.value(hs));
         continue;
@@ -698,8 +726,10 @@ void build_response_head(Exchange* ex, OriginConn* oc) {
   } else if (st >= 200) {
     bool keep = ex->req.keep_alive && !close && !c->close_after && !c->wk()->draining();
     ex->client_keep = keep;
-    if (!keep) h.append("Connection: close\r\n");
-    else if (client10) h.append("Connection: keep-alive\r\n");
+    if (!keep)
+      h.append("Connection: close\r\n");
+    else if (client10)
+      h.append("Connection: keep-alive\r\n");
   }
   h.append("\r\n", 2);
   ex->client_chunked = chunk;

@@ -108,7 +108,8 @@ std::string Server::metrics_text() const {
   line("parapet_requests_total", "counter", req);
   m += "# TYPE parapet_responses_total counter\n";
   for (int i = 1; i < 6; ++i) {
-    m += "parapet_responses_total{class=\"" + std::to_string(i) + "xx\"} " + std::to_string(resp[i]) + "\n";
+    m += "parapet_responses_total{class=\"" + std::to_string(i) + "xx\"} " +
+         std::to_string(resp[i]) + "\n";
   }
   line("parapet_client_connections", "gauge", conns);
   line("parapet_client_connections_accepted_total", "counter", accepted);
@@ -145,16 +146,19 @@ int Server::run(config::Config cfg) {
     log_error("signal %d: %s", signum, st->signals == 1 ? "draining" : "stopping now");
     for (auto& w : *st->workers) w->request_stop();
     if (st->signals == 1) {
-      uv_timer_start(&st->poll, [](uv_timer_t* t) {
-        auto* s2 = static_cast<MainState*>(t->data);
-        for (auto& w : *s2->workers) {
-          if (!w->finished()) return;
-        }
-        uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigterm), nullptr);
-        uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigint), nullptr);
-        uv_close(reinterpret_cast<uv_handle_t*>(&s2->poll), nullptr);
-        if (s2->has_admin) uv_close(reinterpret_cast<uv_handle_t*>(&s2->admin), nullptr);
-      }, 20, 20);
+      uv_timer_start(
+          &st->poll,
+          [](uv_timer_t* t) {
+            auto* s2 = static_cast<MainState*>(t->data);
+            for (auto& w : *s2->workers) {
+              if (!w->finished()) return;
+            }
+            uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigterm), nullptr);
+            uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigint), nullptr);
+            uv_close(reinterpret_cast<uv_handle_t*>(&s2->poll), nullptr);
+            if (s2->has_admin) uv_close(reinterpret_cast<uv_handle_t*>(&s2->admin), nullptr);
+          },
+          20, 20);
     }
   };
   uv_signal_init(loop, &ms.sigterm);

@@ -36,7 +36,9 @@ Worker::~Worker() {
   uv_loop_close(&loop_);
 }
 
-void Worker::start() { thread_ = std::thread([this] { run(); }); }
+void Worker::start() {
+  thread_ = std::thread([this] { run(); });
+}
 
 void Worker::join() {
   if (thread_.joinable()) thread_.join();
@@ -84,9 +86,8 @@ void Worker::on_connection(uv_stream_t* server, int status) {
   uv_tcp_init(&w->loop_, &c->tcp);
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
     c->closed = true;
-    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), [](uv_handle_t* h) {
-      delete static_cast<ClientConn*>(h->data);
-    });
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp),
+             [](uv_handle_t* h) { delete static_cast<ClientConn*>(h->data); });
     return;
   }
   w->add_client(c);
@@ -102,8 +103,10 @@ void Worker::add_client(ClientConn* c) {
 }
 
 void Worker::remove_client(ClientConn* c) {
-  if (c->prev) c->prev->next = c->next;
-  else if (clients_ == c) clients_ = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else if (clients_ == c)
+    clients_ = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = nullptr;
   stats_.dec(stats_.client_conns);
@@ -148,13 +151,16 @@ void Worker::on_stop(uv_async_t* a) {
   }
   w->draining_ = true;
   for (uv_tcp_t* l : w->listeners_) {
-    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(l))) uv_close(reinterpret_cast<uv_handle_t*>(l), nullptr);
+    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(l)))
+      uv_close(reinterpret_cast<uv_handle_t*>(l), nullptr);
   }
   // Idle keep-alive connections go now; busy ones close after their exchange.
   for (ClientConn* c = w->clients_; c != nullptr;) {
     ClientConn* next = c->next;
-    if (c->ex == nullptr && !c->closing) c->close_gracefully();
-    else c->close_after = true;
+    if (c->ex == nullptr && !c->closing)
+      c->close_gracefully();
+    else
+      c->close_after = true;
     c = next;
   }
   uv_timer_start(&w->drain_timer_, on_drain_timeout, w->cfg().timeouts.shutdown_ms, 0);

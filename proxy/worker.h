@@ -28,8 +28,12 @@ struct WorkerStats {
   std::atomic<uint64_t> upstream_failures{0};
   std::atomic<uint64_t> upstream_retries{0};
   std::atomic<uint64_t> refused{0};  // malformed requests answered 4xx by the codec
-  void inc(std::atomic<uint64_t>& c) { c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
-  void dec(std::atomic<uint64_t>& c) { c.store(c.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed); }
+  void inc(std::atomic<uint64_t>& c) {
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  void dec(std::atomic<uint64_t>& c) {
+    c.store(c.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+  }
 };
 
 class Worker {
