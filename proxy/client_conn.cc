@@ -86,14 +86,15 @@ void Exchange::format_peer(char* out, size_t n) const {
 
 ClientConn::ClientConn(Worker* worker)
     : parser(HTTP_REQUEST, &worker->cfg().limits, this), out(this, on_out_event) {
-  tcp.data = this;
+  tcp.data = static_cast<Http1Handler*>(this);
   timer.owner = this;
 }
 
 ClientConn::~ClientConn() { delete peer; }
 
 void ClientConn::start() {
-  uv_tcp_nodelay(&tcp, 1);
+  // TCP_NODELAY waits until a connection is kept alive or a response takes several writes:
+  // a connection that gets one response in one write never needs it (one syscall less).
   sockaddr_storage ss{};
   int len = sizeof ss;
   if (uv_tcp_getpeername(&tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
@@ -153,7 +154,7 @@ void ClientConn::flush_all() {
 }
 
 void ClientConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
-  auto* c = static_cast<ClientConn*>(s->data);
+  auto* c = conn_of<ClientConn>(s->data);
   if (nread == 0) return;
   if (nread < 0) {
     c->on_eof();
@@ -352,6 +353,7 @@ void ClientConn::finish_exchange() {
     return;
   }
   arm_timer(TimerKind::Keepalive);
+  set_nodelay();
   parser.resume();
   if (backlog && !backlog->empty()) {
     std::string pending;
@@ -366,6 +368,10 @@ void ClientConn::finish_exchange() {
 void ClientConn::close_gracefully() {
   if (closing || closed) return;
   closing = true;
+  // Lingering (FIN, then read and discard for a while) is only needed when the client may
+  // still be sending: a refused or cut request, or pipelined requests we will not answer.
+  // Otherwise a reset cannot destroy the last response, and the socket closes once flushed.
+  linger = parser.in_message() || (backlog && !backlog->empty());
   if (ex != nullptr) {
     if (ex->origin != nullptr) upstream_abort(ex);
     wk()->free_exchange(ex);
@@ -373,16 +379,30 @@ void ClientConn::close_gracefully() {
   }
   backlog.reset();
   out.flush();
-  arm_timer(TimerKind::Linger);
-  if (eof) {
-    if (out.queued() == 0) close_now();
-    return;
-  }
-  if (read_stopped) {
+  if (linger && read_stopped) {
     read_stopped = false;
     uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), Worker::alloc_cb, on_read);
   }
-  if (out.queued() == 0) start_shutdown();
+  if (out.queued() > 0) {
+    arm_timer(TimerKind::Send);  // after_flush() runs when the last byte is written
+    return;
+  }
+  after_flush();
+}
+
+void ClientConn::after_flush() {
+  if (!linger || eof) {
+    close_now();
+    return;
+  }
+  arm_timer(TimerKind::Linger);
+  start_shutdown();
+}
+
+void ClientConn::set_nodelay() {
+  if (nodelay || closed) return;
+  nodelay = true;
+  uv_tcp_nodelay(&tcp, 1);
 }
 
 void ClientConn::start_shutdown() {
@@ -417,7 +437,7 @@ void ClientConn::close_now() {
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_closed);
 }
 
-void ClientConn::on_closed(uv_handle_t* h) { delete static_cast<ClientConn*>(h->data); }
+void ClientConn::on_closed(uv_handle_t* h) { delete conn_of<ClientConn>(h->data); }
 
 void ClientConn::on_eof() {
   eof = true;

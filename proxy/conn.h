@@ -32,6 +32,13 @@ struct OriginConn;
 
 enum class Flow { Continue, Respond };
 
+// The uv handles of ClientConn and OriginConn carry their Http1Handler base in `data`, so the
+// worker can tell them apart when it walks its loop (shutdown) without keeping a list.
+template <class T>
+T* conn_of(void* data) {
+  return static_cast<T*>(static_cast<Http1Handler*>(data));
+}
+
 // Per-worker, per-server state: the idle pool and passive health. Indexed by snapshot server id.
 struct ServerState {
   OriginConn* idle = nullptr;  // most recently used first
@@ -64,6 +71,8 @@ struct ClientConn final : Http1Handler {
   void on_parse_error();
   void on_eof();
   void start_shutdown();
+  void after_flush();  // closing and nothing left to write: FIN and linger, or close
+  void set_nodelay();
   // Polite close: flush, FIN, then read and discard for a short while (lingering close), so the
   // last response is not destroyed by a reset when the client had sent more.
   void close_gracefully();
@@ -88,10 +97,8 @@ struct ClientConn final : Http1Handler {
   TimerNode timer;
   Exchange* ex = nullptr;
   std::unique_ptr<std::string> backlog;  // read while the parser waits (pipelining, upgrade)
-  ClientConn* prev = nullptr;            // worker's list of client connections
-  ClientConn* next = nullptr;
-  sockaddr_storage* peer = nullptr;  // allocated only for IPv6 peers
-  uint32_t peer_v4 = 0;              // network order
+  sockaddr_storage* peer = nullptr;      // allocated only for IPv6 peers
+  uint32_t peer_v4 = 0;                  // network order
   TimerKind timer_kind = TimerKind::Header;
   bool closing = false;
   bool closed = false;
@@ -99,6 +106,8 @@ struct ClientConn final : Http1Handler {
   bool read_stopped = false;
   bool eof = false;
   bool close_after = false;  // close once the current exchange is done
+  bool linger = false;       // closing must drain the client's unread input first
+  bool nodelay = false;      // TCP_NODELAY set (on the first keep-alive wait)
 };
 
 struct Exchange {

@@ -446,7 +446,7 @@ OriginConn::OriginConn(Worker* worker, uint32_t server_id)
       server(server_id),
       parser(HTTP_RESPONSE, &worker->cfg().limits, this),
       out(this, on_out_event) {
-  tcp.data = this;
+  tcp.data = static_cast<Http1Handler*>(this);
   timer.owner = this;
 }
 
@@ -498,7 +498,7 @@ void OriginConn::close() {
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_closed);
 }
 
-void OriginConn::on_closed(uv_handle_t* h) { delete static_cast<OriginConn*>(h->data); }
+void OriginConn::on_closed(uv_handle_t* h) { delete conn_of<OriginConn>(h->data); }
 
 void OriginConn::fail(const char* reason, int status, bool retryable) {
   Exchange* e = ex;
@@ -521,7 +521,7 @@ void OriginConn::fail(const char* reason, int status, bool retryable) {
 }
 
 void OriginConn::on_connect(uv_connect_t* req, int status) {
-  auto* oc = static_cast<OriginConn*>(req->handle->data);
+  auto* oc = conn_of<OriginConn>(req->handle->data);
   if (oc->state == State::Closing) return;
   if (status < 0) {
     oc->fail("upstream.connect_failed", 502, true);
@@ -565,7 +565,7 @@ void OriginConn::on_out_event(void* owner, Outbox*, Outbox::Event ev, int) {
 }
 
 void OriginConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
-  auto* oc = static_cast<OriginConn*>(s->data);
+  auto* oc = conn_of<OriginConn>(s->data);
   if (nread == 0 || oc->state == State::Closing) return;
   if (oc->state == State::Idle) {
     oc->close();  // the origin closed an idle connection, or sent bytes nobody asked for
@@ -646,6 +646,7 @@ void OriginConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   c->out.flush();
+  if (!ex->resp_done) c->set_nodelay();  // more writes follow for this response
   if (r.status == Http1Parser::Status::Paused && ex->resp_done) {
     if (r.consumed < static_cast<size_t>(nread)) oc->reusable = false;  // bytes after the response
     upstream_release(oc);

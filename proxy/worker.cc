@@ -64,7 +64,7 @@ void Worker::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Loop ended: close what is left (connections, idle pools, timers) and let the close
   // callbacks run, so every object is freed by its owner.
-  while (clients_ != nullptr) clients_->close_now();  // unlinks itself
+  for (ClientConn* c : client_conns()) c->close_now();
   for (ServerState& s : servers_) {
     while (s.idle != nullptr) s.idle->close();
   }
@@ -87,28 +87,40 @@ void Worker::on_connection(uv_stream_t* server, int status) {
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
     c->closed = true;
     uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp),
-             [](uv_handle_t* h) { delete static_cast<ClientConn*>(h->data); });
+             [](uv_handle_t* h) { delete conn_of<ClientConn>(h->data); });
     return;
   }
   w->add_client(c);
   c->start();
 }
 
-void Worker::add_client(ClientConn* c) {
-  c->next = clients_;
-  if (clients_) clients_->prev = c;
-  clients_ = c;
+std::vector<ClientConn*> Worker::client_conns() {
+  std::vector<ClientConn*> out;
+  struct Ctx {
+    Worker* w;
+    std::vector<ClientConn*>* out;
+  } ctx{this, &out};
+  uv_walk(
+      &loop_,
+      [](uv_handle_t* h, void* arg) {
+        auto* x = static_cast<Ctx*>(arg);
+        if (h->type != UV_TCP || uv_is_closing(h) || h->data == x->w) return;  // listeners
+        if (auto* c = dynamic_cast<ClientConn*>(static_cast<Http1Handler*>(h->data))) {
+          if (!c->closed) x->out->push_back(c);
+        }
+      },
+      &ctx);
+  return out;
+}
+
+void Worker::add_client(ClientConn*) {
+  ++client_count_;
   stats_.inc(stats_.client_conns);
   stats_.inc(stats_.client_accepted);
 }
 
-void Worker::remove_client(ClientConn* c) {
-  if (c->prev)
-    c->prev->next = c->next;
-  else if (clients_ == c)
-    clients_ = c->next;
-  if (c->next) c->next->prev = c->prev;
-  c->prev = c->next = nullptr;
+void Worker::remove_client(ClientConn*) {
+  --client_count_;
   stats_.dec(stats_.client_conns);
   if (draining_) maybe_finish_stop();
 }
@@ -155,13 +167,11 @@ void Worker::on_stop(uv_async_t* a) {
       uv_close(reinterpret_cast<uv_handle_t*>(l), nullptr);
   }
   // Idle keep-alive connections go now; busy ones close after their exchange.
-  for (ClientConn* c = w->clients_; c != nullptr;) {
-    ClientConn* next = c->next;
+  for (ClientConn* c : w->client_conns()) {
     if (c->ex == nullptr && !c->closing)
-      c->close_gracefully();
+      c->close_now();
     else
       c->close_after = true;
-    c = next;
   }
   uv_timer_start(&w->drain_timer_, on_drain_timeout, w->cfg().timeouts.shutdown_ms, 0);
   w->maybe_finish_stop();
@@ -175,7 +185,7 @@ void Worker::on_drain_timeout(uv_timer_t* t) {
 }
 
 void Worker::maybe_finish_stop() {
-  if (!draining_ || stopped_ || clients_ != nullptr) return;
+  if (!draining_ || stopped_ || client_count_ != 0) return;
   stopped_ = true;
   uv_stop(&loop_);
 }

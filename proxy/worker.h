@@ -68,6 +68,8 @@ class Worker {
   void add_client(ClientConn* c);
   void remove_client(ClientConn* c);
   void maybe_finish_stop();
+  // The client connections open on this worker's loop (walks the loop's handles).
+  std::vector<ClientConn*> client_conns();
 
  private:
   void run();
@@ -88,7 +90,7 @@ class Worker {
   std::vector<Exchange*> free_exchanges_;
   std::vector<ServerState> servers_;
   std::vector<uint32_t> rr_;
-  ClientConn* clients_ = nullptr;
+  size_t client_count_ = 0;
   uint64_t id_seed_;
   uint64_t id_counter_ = 0;
   bool draining_ = false;
