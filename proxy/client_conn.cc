@@ -61,7 +61,9 @@ void Exchange::reset(ClientConn* c, std::shared_ptr<const Snapshot> s, uint64_t 
   x ^= x >> 31;
   x *= 0xbf58476d1ce4e5b9ull;
   x ^= x >> 29;
-  std::snprintf(id, sizeof id, "%016" PRIx64, x);
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 15; i >= 0; --i, x >>= 4) id[i] = kHex[x & 15];
+  id[16] = '\0';
   request_id = std::string_view(id, 16);
   target = host = {};
   tenant = 0;
