@@ -33,13 +33,26 @@ struct AdminConn final : Http1Handler {
       respond(200, "text/plain", "ready\n");
     else if (path == "/metrics")
       respond(200, "text/plain; version=0.0.4", server->metrics_text());
+    else if (path == "/reload" && head.method == HTTP_POST)
+      reload();
     else
       respond(404, "text/plain", "not found\n");
     return true;
   }
+  void reload() {
+    std::vector<std::string> errors = server->reload();
+    if (errors.empty()) {
+      respond(200, "text/plain",
+              "reloaded: generation " + std::to_string(server->generation()) + "\n");
+      return;
+    }
+    std::string body = "reload refused, the running configuration keeps serving:\n";
+    for (const std::string& e : errors) body += e + "\n";
+    respond(400, "text/plain", body);
+  }
   void respond(int status, const char* type, const std::string& body) {
-    std::string h = "HTTP/1.1 " + std::to_string(status) + (status == 200 ? " OK" : " Not Found") +
-                    "\r\nContent-Type: " + type +
+    const char* phrase = status == 200 ? " OK" : status == 400 ? " Bad Request" : " Not Found";
+    std::string h = "HTTP/1.1 " + std::to_string(status) + phrase + "\r\nContent-Type: " + type +
                     "\r\nContent-Length: " + std::to_string(body.size()) +
                     "\r\nConnection: close\r\n\r\n";
     out.stage_copy(h);

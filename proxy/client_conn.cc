@@ -231,12 +231,19 @@ void ClientConn::consume(const char* data, size_t len) {
 
 MessageHead* ClientConn::on_message_begin() {
   if (ex == nullptr) ex = wk()->new_exchange(this);
+  parser.set_limits(&ex->snap->cfg().limits);  // valid while the exchange holds its snapshot
   arm_timer(TimerKind::Header);
   return &ex->req;
 }
 
 int ClientConn::on_head() {
   Exchange* e = ex;
+  // A reload between the first byte and the end of the head: the request starts on the new
+  // configuration (server ids and pools are the worker's current ones from here on).
+  if (e->snap != wk()->snapshot()) {
+    e->snap = wk()->snapshot();
+    parser.set_limits(&e->snap->cfg().limits);
+  }
   const MessageHead& r = e->req;
   e->is_head = r.method == HTTP_HEAD;
   e->has_body = r.chunked || r.content_length > 0;

@@ -39,13 +39,30 @@ T* conn_of(void* data) {
   return static_cast<T*>(static_cast<Http1Handler*>(data));
 }
 
-// Per-worker, per-server state: the idle pool and passive health. Indexed by snapshot server id.
+// Per-worker, per-server state: the idle pool, passive health, and the server's settings as of
+// the worker's current snapshot. Owned by the worker, keyed by Snapshot::server_key(), so pools
+// and health survive a reload that keeps the server; a server a reload removed is retired (its
+// idle connections closed, busy ones closed when their exchange ends).
 struct ServerState {
+  void configure(const config::Origin& o, const config::Address& a) {
+    addr = a;
+    connect_timeout_ms = o.connect_timeout_ms;
+    response_timeout_ms = o.response_timeout_ms;
+    idle_timeout_ms = o.idle_timeout_ms;
+    max_idle = o.max_idle;
+    max_fails = o.max_fails;
+    fail_timeout_ms = o.fail_timeout_ms;
+  }
+
+  config::Address addr;
+  uint32_t connect_timeout_ms = 0, response_timeout_ms = 0, idle_timeout_ms = 0;
+  uint32_t max_idle = 0, max_fails = 0, fail_timeout_ms = 0;
   OriginConn* idle = nullptr;  // most recently used first
   uint32_t idle_count = 0;
   uint32_t active = 0;  // connections lent to exchanges (least_conn)
   uint32_t fails = 0;   // consecutive failures
   uint64_t down_until = 0;
+  bool retired = false;
 };
 
 struct ClientConn final : Http1Handler {
@@ -150,7 +167,7 @@ struct OriginConn final : Http1Handler {
   enum class State : uint8_t { Connecting, Busy, Idle, Closing };
   enum class TimerKind : uint8_t { Connect, Response, Idle };
 
-  OriginConn(Worker* w, uint32_t server_id);
+  OriginConn(Worker* w, ServerState* pool);
   ~OriginConn() override;
 
   MessageHead* on_message_begin() override;
@@ -174,7 +191,7 @@ struct OriginConn final : Http1Handler {
   uv_tcp_t tcp;
   uv_connect_t connect_req;
   Worker* w;
-  uint32_t server;
+  ServerState* pool;
   Http1Parser parser;
   Outbox out;
   TimerNode timer;

@@ -327,7 +327,7 @@ bool attach_origin(Exchange* ex) {
       oc->arm_timer(OriginConn::TimerKind::Response);
       w->stats().inc(w->stats().upstream_reused);
     } else {
-      oc = new OriginConn(w, sid);
+      oc = new OriginConn(w, &ss);
       w->stats().inc(w->stats().upstream_connects);
       if (!oc->connect()) {
         ex->failed_server = sid;
@@ -338,6 +338,7 @@ bool attach_origin(Exchange* ex) {
     oc->ex = ex;
     oc->got_bytes = oc->interim = oc->bad_head = false;
     oc->reusable = true;
+    oc->parser.set_limits(&ex->snap->cfg().limits);
     ex->origin = oc;
     ex->server = sid;
     ++ex->attempts;
@@ -366,11 +367,13 @@ void upstream_failed(Exchange* ex, OriginConn* oc, const char* reason, int statu
     const bool safe = nothing_sent || (ex->idempotent && !ex->has_body && ex->req_done);
     // A pooled connection the origin had closed is not the server's fault, nor an attempt.
     const bool stale = oc->reused;
-    if (safe && (stale || ex->attempts < 2)) {
+    // Server ids belong to the exchange's snapshot: after a reload, no second choice.
+    const bool same_config = ex->snap == w->snapshot();
+    if (safe && same_config && (stale || ex->attempts < 2)) {
       if (stale)
         --ex->attempts;
       else
-        ex->failed_server = oc->server;
+        ex->failed_server = ex->server;
       w->stats().inc(w->stats().upstream_retries);
       if (attach_origin(ex)) {
         if (nothing_sent) {
@@ -412,13 +415,12 @@ void upstream_abort(Exchange* ex) {
 void upstream_release(OriginConn* oc) {
   Worker* w = oc->w;
   Exchange* ex = oc->ex;
-  ServerState& ss = w->server(oc->server);
-  const config::Origin& o = w->snapshot()->server_origin(oc->server);
+  ServerState& ss = *oc->pool;
   oc->ex = nullptr;
   ex->origin = nullptr;
   --ss.active;
   bool ok = oc->reusable && ex->req_done && ex->resp.keep_alive && !ex->tunnel &&
-            oc->out.queued() == 0 && !w->draining() && ss.idle_count < o.max_idle;
+            oc->out.queued() == 0 && !w->draining() && !ss.retired && ss.idle_count < ss.max_idle;
   if (!ok) {
     oc->state = OriginConn::State::Busy;  // close() below must not unlink it from the pool
     oc->close();
@@ -441,9 +443,9 @@ void upstream_release(OriginConn* oc) {
 
 // ---- OriginConn ----
 
-OriginConn::OriginConn(Worker* worker, uint32_t server_id)
+OriginConn::OriginConn(Worker* worker, ServerState* server_pool)
     : w(worker),
-      server(server_id),
+      pool(server_pool),
       parser(HTTP_RESPONSE, &worker->cfg().limits, this),
       out(this, on_out_event) {
   tcp.data = static_cast<Http1Handler*>(this);
@@ -454,7 +456,7 @@ OriginConn::~OriginConn() = default;
 
 bool OriginConn::connect() {
   uv_tcp_init(w->loop(), &tcp);
-  const config::Address& a = w->snapshot()->server(server);
+  const config::Address& a = pool->addr;
   int r = uv_tcp_connect(&connect_req, &tcp, reinterpret_cast<const sockaddr*>(&a.sa), on_connect);
   if (r != 0) {
     log_error("worker=%u upstream=%s connect: %s", w->index(), a.text.c_str(), uv_strerror(r));
@@ -468,17 +470,16 @@ bool OriginConn::connect() {
 }
 
 void OriginConn::arm_timer(TimerKind kind) {
-  const config::Origin& o = w->snapshot()->server_origin(server);
-  uint32_t ms = o.response_timeout_ms;
-  if (kind == TimerKind::Connect) ms = o.connect_timeout_ms;
-  if (kind == TimerKind::Idle) ms = o.idle_timeout_ms;
+  uint32_t ms = pool->response_timeout_ms;
+  if (kind == TimerKind::Connect) ms = pool->connect_timeout_ms;
+  if (kind == TimerKind::Idle) ms = pool->idle_timeout_ms;
   timer_kind = kind;
   w->timers().arm(&timer, ms, on_timer);
 }
 
 void OriginConn::close() {
   if (state == State::Closing) return;
-  ServerState& ss = w->server(server);
+  ServerState& ss = *pool;
   if (state == State::Idle) {
     if (pool_prev != nullptr)
       pool_prev->pool_next = pool_next;
@@ -502,15 +503,14 @@ void OriginConn::on_closed(uv_handle_t* h) { delete conn_of<OriginConn>(h->data)
 
 void OriginConn::fail(const char* reason, int status, bool retryable) {
   Exchange* e = ex;
-  ServerState& ss = w->server(server);
-  const config::Origin& o = w->snapshot()->server_origin(server);
+  ServerState& ss = *pool;
   if (!reused) {
     w->stats().inc(w->stats().upstream_failures);
-    if (o.max_fails > 0 && ++ss.fails >= o.max_fails) {
-      ss.down_until = w->timers().now() + o.fail_timeout_ms;
+    if (ss.max_fails > 0 && ++ss.fails >= ss.max_fails) {
+      ss.down_until = w->timers().now() + ss.fail_timeout_ms;
       ss.fails = 0;
-      log_error("worker=%u upstream=%s rests for %ums after %s", w->index(),
-                w->snapshot()->server(server).text.c_str(), o.fail_timeout_ms, reason);
+      log_error("worker=%u upstream=%s rests for %ums after %s", w->index(), ss.addr.text.c_str(),
+                ss.fail_timeout_ms, reason);
     }
   }
   // close() detaches the exchange; the flags read by upstream_failed stay as they are.
@@ -619,7 +619,7 @@ void OriginConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   if (r.status == Http1Parser::Status::Error || oc->bad_head) {
     log_error("worker=%u request_id=%.*s upstream=%s bad response: %s", oc->w->index(),
               static_cast<int>(ex->request_id.size()), ex->request_id.data(),
-              oc->w->snapshot()->server(oc->server).text.c_str(), oc->parser.llhttp_reason());
+              oc->pool->addr.text.c_str(), oc->parser.llhttp_reason());
     oc->reusable = false;
     if (ex->resp_started) {
       c->out.flush();
@@ -753,7 +753,7 @@ int OriginConn::on_head() {
     bad_head = true;
     return -1;
   }
-  w->server(server).fails = 0;
+  pool->fails = 0;
   build_response_head(e, this);
   e->client->out.stage_ref(e->resp_head.data(), e->resp_head.size());
   e->resp_started = true;

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -51,7 +52,7 @@ int listen_socket(const sockaddr_storage& sa, socklen_t len, std::string* why) {
 struct MainState {
   Server* server = nullptr;
   std::vector<std::unique_ptr<Worker>>* workers = nullptr;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
   uv_timer_t poll;
   uv_tcp_t admin;
   bool has_admin = false;
@@ -60,17 +61,25 @@ struct MainState {
 
 }  // namespace
 
-bool Server::bind_listeners(std::vector<std::vector<int>>* fds) {
-  const config::Config& cfg = snap_->cfg();
-  fds->assign(cfg.workers, {});
+std::string listener_key(const config::Listener& l) { return l.name + "@" + l.address.text; }
+
+bool Server::bind_listeners(const config::Config& cfg, const std::vector<std::string>& have,
+                            std::vector<std::vector<ListenerFd>>* per_worker, std::string* err) {
+  const size_t n = workers_.empty() ? cfg.workers : workers_.size();
+  per_worker->assign(n, {});
   for (const config::Listener& l : cfg.listeners) {
+    const std::string key = listener_key(l);
+    if (std::find(have.begin(), have.end(), key) != have.end()) continue;
     sockaddr_storage sa = l.address.sa;
-    for (unsigned w = 0; w < cfg.workers; ++w) {
+    for (size_t w = 0; w < n; ++w) {
       std::string why;
       int fd = listen_socket(sa, l.address.sa_len, &why);
       if (fd < 0) {
-        log_error("cannot listen on %s (listener %s): %s", l.address.text.c_str(), l.name.c_str(),
-                  why.c_str());
+        *err = "cannot listen on " + l.address.text + " (listener " + l.name + "): " + why;
+        for (auto& v : *per_worker) {
+          for (const ListenerFd& x : v) close(x.fd);
+        }
+        per_worker->clear();
         return false;
       }
       if (w == 0) {
@@ -79,10 +88,43 @@ bool Server::bind_listeners(std::vector<std::vector<int>>* fds) {
         getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
         log_error("listening name=%s address=%s", l.name.c_str(), addr_text(sa).c_str());
       }
-      (*fds)[w].push_back(fd);
+      (*per_worker)[w].push_back(ListenerFd{key, fd});
     }
   }
   return true;
+}
+
+std::vector<std::string> Server::reload() {
+  config::LoadResult r = config::load_file(file_);
+  if (r.ok() && r.config.workers != workers_.size()) {
+    log_error("reload: workers %u -> %zu needs a restart; keeping %zu", r.config.workers,
+              workers_.size(), workers_.size());
+    r.config.workers = static_cast<unsigned>(workers_.size());
+  }
+  std::vector<std::vector<ListenerFd>> add;
+  std::string err;
+  if (r.ok() && !bind_listeners(r.config, listener_keys_, &add, &err)) r.errors.push_back(err);
+  if (!r.ok()) {
+    ++reloads_failed_;
+    for (const std::string& e : r.errors) log_error("reload refused: %s", e.c_str());
+    return r.errors;
+  }
+  if (r.config.has_admin != snap_->cfg().has_admin ||
+      (r.config.has_admin && r.config.admin.text != snap_->cfg().admin.text)) {
+    log_error("reload: a new admin address needs a restart; the admin listener stays");
+  }
+  std::vector<std::string> keys, removed;
+  for (const config::Listener& l : r.config.listeners) keys.push_back(listener_key(l));
+  for (const std::string& k : listener_keys_) {
+    if (std::find(keys.begin(), keys.end(), k) == keys.end()) removed.push_back(k);
+  }
+  snap_ = std::make_shared<const Snapshot>(std::move(r.config));
+  listener_keys_ = std::move(keys);
+  for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->reload(snap_, add[i], removed);
+  ++generation_;
+  ++reloads_ok_;
+  log_error("reload: generation %llu active", static_cast<unsigned long long>(generation_));
+  return {};
 }
 
 std::string Server::metrics_text() const {
@@ -118,13 +160,23 @@ std::string Server::metrics_text() const {
   line("parapet_upstream_failures_total", "counter", failures);
   line("parapet_upstream_retries_total", "counter", retries);
   line("parapet_refused_requests_total", "counter", refused);
+  line("parapet_config_generation", "gauge", generation_);
+  m += "# TYPE parapet_config_reloads_total counter\n";
+  m += "parapet_config_reloads_total{result=\"ok\"} " + std::to_string(reloads_ok_) + "\n";
+  m += "parapet_config_reloads_total{result=\"failed\"} " + std::to_string(reloads_failed_) + "\n";
   return m;
 }
 
 int Server::run(config::Config cfg) {
+  file_ = cfg.file;
+  for (const config::Listener& l : cfg.listeners) listener_keys_.push_back(listener_key(l));
   snap_ = std::make_shared<const Snapshot>(std::move(cfg));
-  std::vector<std::vector<int>> fds;
-  if (!bind_listeners(&fds)) return 1;
+  std::vector<std::vector<ListenerFd>> fds;
+  std::string err;
+  if (!bind_listeners(snap_->cfg(), {}, &fds, &err)) {
+    log_error("%s", err.c_str());
+    return 1;
+  }
 
   uv_loop_t* loop = uv_default_loop();
   MainState ms;
@@ -155,6 +207,7 @@ int Server::run(config::Config cfg) {
             }
             uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigterm), nullptr);
             uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigint), nullptr);
+            uv_close(reinterpret_cast<uv_handle_t*>(&s2->sighup), nullptr);
             uv_close(reinterpret_cast<uv_handle_t*>(&s2->poll), nullptr);
             if (s2->has_admin) uv_close(reinterpret_cast<uv_handle_t*>(&s2->admin), nullptr);
           },
@@ -167,6 +220,15 @@ int Server::run(config::Config cfg) {
   ms.sigterm.data = ms.sigint.data = ms.poll.data = &ms;
   uv_signal_start(&ms.sigterm, on_signal, SIGTERM);
   uv_signal_start(&ms.sigint, on_signal, SIGINT);
+  uv_signal_init(loop, &ms.sighup);
+  ms.sighup.data = &ms;
+  uv_signal_start(
+      &ms.sighup,
+      [](uv_signal_t* s, int) {
+        auto* st = static_cast<MainState*>(s->data);
+        if (st->signals == 0) st->server->reload();
+      },
+      SIGHUP);
 
   uv_run(loop, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();

@@ -19,14 +19,27 @@ class Server {
   // Prometheus text of the workers' counters.
   std::string metrics_text() const;
 
- private:
-  bool bind_listeners(std::vector<std::vector<int>>* fds_per_worker);
+  // Loads the config file again (main thread, off the hot path). A valid config becomes the
+  // snapshot of every worker; an invalid one changes nothing. Returns the errors (empty: ok).
+  std::vector<std::string> reload();
+  uint64_t generation() const { return generation_; }
 
+ private:
+  // Binds `workers` sockets for each listener of `cfg` whose key is not in `have`.
+  bool bind_listeners(const config::Config& cfg, const std::vector<std::string>& have,
+                      std::vector<std::vector<ListenerFd>>* per_worker, std::string* err);
+
+  std::string file_;
   std::shared_ptr<const Snapshot> snap_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::string> listener_keys_;  // of snap_
+  uint64_t generation_ = 1;
+  uint64_t reloads_ok_ = 0, reloads_failed_ = 0;
 };
 
-// Admin listener on the main loop: /healthz, /readyz, /metrics.
+std::string listener_key(const config::Listener& l);
+
+// Admin listener on the main loop: /healthz, /readyz, /metrics, POST /reload.
 bool start_admin(uv_loop_t* loop, const config::Address& addr, Server* server, uv_tcp_t* handle);
 void close_admin_connections();
 

@@ -40,6 +40,7 @@ Snapshot::Snapshot(config::Config cfg) : cfg_(std::move(cfg)) {
         g.server_ids.push_back(static_cast<uint32_t>(servers_.size()));
         servers_.push_back(&o.servers[i]);
         server_origin_.push_back(&o);
+        server_keys_.push_back(tenant.name + "/" + o.name + "/" + o.servers[i].text);
         for (int v = 0; v < kPointsPerServer; ++v) {
           g.ring.emplace_back(hash64(o.servers[i].text + "#" + std::to_string(v)), i);
         }

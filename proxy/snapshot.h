@@ -47,6 +47,9 @@ class Snapshot {
   size_t server_count() const { return servers_.size(); }
   const config::Address& server(uint32_t id) const { return *servers_[id]; }
   const config::Origin& server_origin(uint32_t id) const { return *server_origin_[id]; }
+  // "tenant/origin/host:port": a worker keeps a server's pool and health across reloads
+  // while its key stays the same.
+  const std::string& server_key(uint32_t id) const { return server_keys_[id]; }
 
  private:
   config::Config cfg_;
@@ -56,6 +59,7 @@ class Snapshot {
   std::vector<uint32_t> group_base_;
   std::vector<const config::Address*> servers_;
   std::vector<const config::Origin*> server_origin_;
+  std::vector<std::string> server_keys_;
 };
 
 uint64_t hash64(std::string_view s);

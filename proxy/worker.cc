@@ -14,25 +14,27 @@ constexpr size_t kReadBufSize = 64 * 1024;
 thread_local char* t_read_buf = nullptr;
 }  // namespace
 
-Worker::Worker(unsigned index, std::shared_ptr<const Snapshot> snap, std::vector<int> listen_fds)
-    : index_(index), snap_(std::move(snap)), listen_fds_(std::move(listen_fds)) {
+Worker::Worker(unsigned index, std::shared_ptr<const Snapshot> snap,
+               std::vector<ListenerFd> listeners)
+    : index_(index), snap_(std::move(snap)), initial_listeners_(std::move(listeners)) {
   uv_loop_init(&loop_);
   loop_.data = this;
   timers_ = std::make_unique<Timers>(&loop_);
   uv_async_init(&loop_, &stop_async_, on_stop);
   stop_async_.data = this;
+  uv_async_init(&loop_, &reload_async_, on_reload);
+  reload_async_.data = this;
   uv_timer_init(&loop_, &drain_timer_);
   drain_timer_.data = this;
   read_buf_.resize(kReadBufSize);
-  servers_.resize(snap_->server_count());
-  rr_.resize(snap_->group_count());
+  map_servers();
   std::random_device rd;
   id_seed_ = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ (static_cast<uint64_t>(index) << 56);
 }
 
 Worker::~Worker() {
   for (Exchange* e : free_exchanges_) delete e;
-  for (uv_tcp_t* l : listeners_) delete l;
+  for (auto& l : listeners_) delete l.second;
   uv_loop_close(&loop_);
 }
 
@@ -52,21 +54,17 @@ void Worker::alloc_cb(uv_handle_t*, size_t, uv_buf_t* buf) {
 
 void Worker::run() {
   t_read_buf = read_buf_.data();
-  for (int fd : listen_fds_) {
-    auto* l = new uv_tcp_t;
-    uv_tcp_init(&loop_, l);
-    l->data = this;
-    int r = uv_tcp_open(l, fd);
-    if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(l), 4096, on_connection);
-    if (r != 0) log_error("worker %u: listen failed: %s", index_, uv_strerror(r));
-    listeners_.push_back(l);
-  }
+  for (const ListenerFd& l : initial_listeners_) open_listener(l);
+  initial_listeners_.clear();
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Loop ended: close what is left (connections, idle pools, timers) and let the close
   // callbacks run, so every object is freed by its owner.
   for (ClientConn* c : client_conns()) c->close_now();
-  for (ServerState& s : servers_) {
-    while (s.idle != nullptr) s.idle->close();
+  for (auto& kv : pools_) {
+    while (kv.second->idle != nullptr) kv.second->idle->close();
+  }
+  for (auto& st : retired_) {
+    while (st->idle != nullptr) st->idle->close();
   }
   timers_->close();
   uv_walk(
@@ -77,6 +75,86 @@ void Worker::run() {
       nullptr);
   uv_run(&loop_, UV_RUN_DEFAULT);
   finished_.store(true, std::memory_order_release);
+}
+
+void Worker::open_listener(const ListenerFd& l) {
+  auto* h = new uv_tcp_t;
+  uv_tcp_init(&loop_, h);
+  h->data = this;
+  int r = uv_tcp_open(h, l.fd);
+  if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(h), 4096, on_connection);
+  if (r != 0) log_error("worker %u: listen %s failed: %s", index_, l.key.c_str(), uv_strerror(r));
+  listeners_.emplace_back(l.key, h);
+}
+
+void Worker::map_servers() {
+  std::unordered_map<std::string, std::unique_ptr<ServerState>> next;
+  server_map_.assign(snap_->server_count(), nullptr);
+  for (uint32_t id = 0; id < snap_->server_count(); ++id) {
+    const std::string& key = snap_->server_key(id);
+    std::unique_ptr<ServerState>& slot = next[key];
+    if (!slot) {
+      auto it = pools_.find(key);
+      if (it != pools_.end()) {
+        slot = std::move(it->second);
+        pools_.erase(it);
+      } else {
+        slot = std::make_unique<ServerState>();
+      }
+    }
+    slot->configure(snap_->server_origin(id), snap_->server(id));
+    slot->retired = false;
+    server_map_[id] = slot.get();
+  }
+  // Servers the new snapshot dropped: idle connections go now, busy ones when their exchange
+  // ends (upstream_release closes them); the state is freed once nothing points to it.
+  for (auto& kv : pools_) {
+    kv.second->retired = true;
+    while (kv.second->idle != nullptr) kv.second->idle->close();
+    retired_.push_back(std::move(kv.second));
+  }
+  pools_ = std::move(next);
+  std::erase_if(retired_, [](const std::unique_ptr<ServerState>& st) {
+    return st->active == 0 && st->idle_count == 0;
+  });
+  rr_.assign(snap_->group_count(), 0);
+}
+
+void Worker::reload(std::shared_ptr<const Snapshot> snap, std::vector<ListenerFd> add,
+                    std::vector<std::string> remove) {
+  {
+    std::lock_guard<std::mutex> lock(reload_mu_);
+    pending_.push_back(Pending{std::move(snap), std::move(add), std::move(remove)});
+  }
+  uv_async_send(&reload_async_);
+}
+
+void Worker::on_reload(uv_async_t* a) {
+  Worker* w = static_cast<Worker*>(a->data);
+  std::vector<Pending> todo;
+  {
+    std::lock_guard<std::mutex> lock(w->reload_mu_);
+    todo.swap(w->pending_);
+  }
+  for (Pending& p : todo) {
+    for (const std::string& key : p.remove) {
+      for (auto it = w->listeners_.begin(); it != w->listeners_.end(); ++it) {
+        if (it->first != key) continue;
+        uv_close(reinterpret_cast<uv_handle_t*>(it->second),
+                 [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+        w->listeners_.erase(it);
+        break;
+      }
+    }
+    if (w->draining_) {
+      for (const ListenerFd& l : p.add) close(l.fd);
+      continue;
+    }
+    for (const ListenerFd& l : p.add) w->open_listener(l);
+    w->snap_ = std::move(p.snap);
+    w->map_servers();
+    w->generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
 }
 
 void Worker::on_connection(uv_stream_t* server, int status) {
@@ -162,9 +240,9 @@ void Worker::on_stop(uv_async_t* a) {
     return;
   }
   w->draining_ = true;
-  for (uv_tcp_t* l : w->listeners_) {
-    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(l)))
-      uv_close(reinterpret_cast<uv_handle_t*>(l), nullptr);
+  for (auto& l : w->listeners_) {
+    auto* h = reinterpret_cast<uv_handle_t*>(l.second);
+    if (!uv_is_closing(h)) uv_close(h, nullptr);
   }
   // Idle keep-alive connections go now; busy ones close after their exchange.
   for (ClientConn* c : w->client_conns()) {

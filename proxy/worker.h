@@ -7,8 +7,10 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "proxy/conn.h"
@@ -36,9 +38,15 @@ struct WorkerStats {
   }
 };
 
+// A listening socket handed to a worker: `key` is "name@address", stable across reloads.
+struct ListenerFd {
+  std::string key;
+  int fd;
+};
+
 class Worker {
  public:
-  Worker(unsigned index, std::shared_ptr<const Snapshot> snap, std::vector<int> listen_fds);
+  Worker(unsigned index, std::shared_ptr<const Snapshot> snap, std::vector<ListenerFd> listeners);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -47,6 +55,13 @@ class Worker {
   // From any thread: stop accepting, finish in-flight exchanges (up to the shutdown timeout),
   // then end the loop.
   void request_stop();
+  // From the main thread: adopt `snap` for every request that starts from now on, open the
+  // `add` listeners and close those keyed in `remove`. Applied on the worker's loop; in-flight
+  // exchanges keep the snapshot they started with; pools of servers still present are kept.
+  void reload(std::shared_ptr<const Snapshot> snap, std::vector<ListenerFd> add,
+              std::vector<std::string> remove);
+  // Generation of the snapshot this worker serves (1 = the first).
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
   void join();
 
   unsigned index() const { return index_; }
@@ -63,7 +78,7 @@ class Worker {
 
   Exchange* new_exchange(ClientConn* c);
   void free_exchange(Exchange* ex);
-  ServerState& server(uint32_t id) { return servers_[id]; }
+  ServerState& server(uint32_t id) { return *server_map_[id]; }
   uint32_t next_rr(const OriginGroup& g);
   void add_client(ClientConn* c);
   void remove_client(ClientConn* c);
@@ -72,23 +87,37 @@ class Worker {
   std::vector<ClientConn*> client_conns();
 
  private:
+  struct Pending {
+    std::shared_ptr<const Snapshot> snap;
+    std::vector<ListenerFd> add;
+    std::vector<std::string> remove;
+  };
   void run();
+  void open_listener(const ListenerFd& l);
+  void map_servers();  // pools and health of snap_'s servers, by key
+  static void on_reload(uv_async_t* a);
   static void on_connection(uv_stream_t* server, int status);
   static void on_stop(uv_async_t* a);
   static void on_drain_timeout(uv_timer_t* t);
 
   unsigned index_;
   std::shared_ptr<const Snapshot> snap_;
-  std::vector<int> listen_fds_;
+  std::vector<ListenerFd> initial_listeners_;
   uv_loop_t loop_;
   std::unique_ptr<Timers> timers_;
-  std::vector<uv_tcp_t*> listeners_;
+  std::vector<std::pair<std::string, uv_tcp_t*>> listeners_;
   uv_async_t stop_async_;
+  uv_async_t reload_async_;
+  std::mutex reload_mu_;
+  std::vector<Pending> pending_;  // guarded by reload_mu_
+  std::atomic<uint64_t> generation_{1};
   uv_timer_t drain_timer_;
   std::thread thread_;
   std::vector<char> read_buf_;
   std::vector<Exchange*> free_exchanges_;
-  std::vector<ServerState> servers_;
+  std::unordered_map<std::string, std::unique_ptr<ServerState>> pools_;  // by server key
+  std::vector<std::unique_ptr<ServerState>> retired_;  // removed by a reload, connections left
+  std::vector<ServerState*> server_map_;               // snap_'s server id -> state
   std::vector<uint32_t> rr_;
   size_t client_count_ = 0;
   uint64_t id_seed_;
