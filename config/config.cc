@@ -99,7 +99,8 @@ class Loader {
       return;
     }
     check_keys(root, "the top level",
-               {"workers", "listeners", "admin", "limits", "timeouts", "tenants", "policies"});
+               {"workers", "listeners", "admin", "limits", "timeouts", "access_log", "tenants",
+                "policies"});
     if (auto w = root["workers"]) {
       std::string s;
       if (scalar(w, "workers", &s)) {
@@ -127,6 +128,7 @@ class Loader {
     }
     if (auto l = root["limits"]) limits(l, &c->limits);
     if (auto t = root["timeouts"]) timeouts(t, &c->timeouts);
+    if (auto a = root["access_log"]) access_log(a, &c->access_log);
     if (auto p = root["policies"]) {
       error(p, "'policies' are not supported by this build yet (the policy engine issue)");
     }
@@ -187,6 +189,28 @@ class Loader {
     if (auto v = n["client_send"]) duration(v, "client_send", &t->client_send_ms);
     if (auto v = n["keepalive"]) duration(v, "keepalive", &t->keepalive_ms);
     if (auto v = n["shutdown"]) duration(v, "shutdown", &t->shutdown_ms);
+  }
+
+  void access_log(const YAML::Node& n, AccessLogConfig* a) {
+    if (!check_keys(n, "access_log", {"path", "format", "buffer_bytes"})) return;
+    if (auto p = n["path"]) {
+      if (scalar(p, "access_log.path", &a->path) && !a->path.empty()) a->enabled = true;
+    } else {
+      error(n, "access_log.path is required (a file, or - for stdout)");
+    }
+    if (auto f = n["format"]) {
+      std::string s;
+      if (scalar(f, "access_log.format", &s)) {
+        if (s == "json")
+          a->format = AccessLogConfig::Json;
+        else if (s == "combined")
+          a->format = AccessLogConfig::Combined;
+        else
+          error(f, "access_log.format must be json or combined, got '" + s + "'");
+      }
+    }
+    if (auto b = n["buffer_bytes"])
+      number(b, "access_log.buffer_bytes", &a->buffer_bytes, 4096, 1ull << 30);
   }
 
   void tenants(const YAML::Node& ts, Config* c) {

@@ -78,6 +78,13 @@ struct Tenant {
   std::vector<Route> routes;  // sorted by path length, longest first
 };
 
+struct AccessLogConfig {
+  bool enabled = false;
+  std::string path;  // a file, or "-" for stdout
+  enum Format { Json, Combined } format = Json;
+  uint64_t buffer_bytes = 1 << 20;  // per worker; lines beyond are dropped and counted
+};
+
 struct Config {
   std::string file;
   unsigned workers = 0;  // 0 = auto (number of cores)
@@ -86,6 +93,7 @@ struct Config {
   Address admin;
   Limits limits;
   Timeouts timeouts;
+  AccessLogConfig access_log;
   std::vector<Tenant> tenants;
 };
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "proxy/access_log.h"
 #include "proxy/conn.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
@@ -75,6 +76,14 @@ void Exchange::reset(ClientConn* c, std::shared_ptr<const Snapshot> s, uint64_t 
   client_chunked = tunnel = absolute_form = false;
   client_keep = true;
   own_id = true;
+  t_start_ns = t_upstream_ns = t_connected_ns = t_first_byte_ns = 0;
+  bytes_out = 0;
+  status = 0;
+  reason = nullptr;
+  upstream = nullptr;
+  tstats = nullptr;
+  rstats = nullptr;
+  has_trace = false;
 }
 
 void Exchange::format_peer(char* out, size_t n) const {
@@ -321,8 +330,9 @@ void ClientConn::reply(int status, const char* reason, bool close) {
   e->replied = true;
   e->resp_done = true;
   e->resp_started = true;
-  WorkerStats& st = wk()->stats();
-  st.inc(st.responses[status / 100]);
+  e->status = static_cast<uint16_t>(status);
+  e->reason = reason;
+  e->bytes_out += static_cast<uint64_t>(hn) + (e->is_head ? 0 : static_cast<uint64_t>(bn));
   char ip[64];
   e->format_peer(ip, sizeof ip);
   log_error("worker=%u request_id=%.*s client=%s status=%d reason=%s", wk()->index(),
@@ -336,7 +346,7 @@ void ClientConn::on_parse_error() {
     return;
   }
   if (ex != nullptr && ex->origin != nullptr) upstream_abort(ex);
-  wk()->stats().inc(wk()->stats().refused);
+  wk()->stats().refused.add();
   reply(http_error_status(err), http_error_reason(err), true);
   end_exchange();
   close_gracefully();
@@ -347,10 +357,7 @@ bool ClientConn::end_exchange() {
   ex = nullptr;
   bool keep = e->client_keep && !close_after && e->req.keep_alive && !eof && !wk()->draining() &&
               !e->tunnel && !e->req.upgrade;
-  if (!e->replied) {
-    WorkerStats& st = wk()->stats();
-    st.inc(st.responses[e->resp.status / 100 < 6 ? e->resp.status / 100 : 0]);
-  }
+  record(e, e->replied ? "proxy" : "origin");
   if (e->origin != nullptr) upstream_abort(e);
   wk()->free_exchange(e);
   return keep;
@@ -382,6 +389,7 @@ void ClientConn::close_gracefully() {
   // Otherwise a reset cannot destroy the last response, and the socket closes once flushed.
   linger = parser.in_message() || (backlog && !backlog->empty());
   if (ex != nullptr) {
+    record(ex, "proxy");
     if (ex->origin != nullptr) upstream_abort(ex);
     wk()->free_exchange(ex);
     ex = nullptr;
@@ -437,6 +445,7 @@ void ClientConn::close_now() {
   closing = true;
   wk()->timers().disarm(&timer);
   if (ex != nullptr) {
+    record(ex, "client");
     if (ex->origin != nullptr) upstream_abort(ex);
     wk()->free_exchange(ex);
     ex = nullptr;
@@ -504,6 +513,137 @@ void ClientConn::on_out_event(void* owner, Outbox*, Outbox::Event ev, int) {
     uv_read_start(reinterpret_cast<uv_stream_t*>(&oc->tcp), Worker::alloc_cb, OriginConn::on_read);
     if (!c->ex->tunnel) oc->arm_timer(OriginConn::TimerKind::Response);
   }
+}
+
+namespace {
+
+// "2026-11-24T13:35:00.123Z" (json) or "24/Nov/2026:13:35:00 +0000" (combined), with the
+// seconds part formatted once per second per thread.
+void append_time(std::string& out, bool combined) {
+  thread_local time_t cached = -1;
+  thread_local char iso[32], clf[40];
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  if (ts.tv_sec != cached) {
+    cached = ts.tv_sec;
+    tm t;
+    gmtime_r(&ts.tv_sec, &t);
+    strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%S", &t);
+    strftime(clf, sizeof clf, "%d/%b/%Y:%H:%M:%S +0000", &t);
+  }
+  if (combined) {
+    out += clf;
+    return;
+  }
+  char ms[24];
+  std::snprintf(ms, sizeof ms, ".%03dZ", static_cast<int>(ts.tv_nsec / 1'000'000));
+  out += iso;
+  out += ms;
+}
+
+void append_ms(std::string& out, uint64_t from_ns, uint64_t to_ns) {
+  char b[32];
+  int n = std::snprintf(b, sizeof b, "%.3f",
+                        from_ns != 0 && to_ns >= from_ns ? (to_ns - from_ns) / 1e6 : 0.0);
+  out.append(b, static_cast<size_t>(n));
+}
+
+}  // namespace
+
+void ClientConn::record(Exchange* e, const char* ended_by) {
+  Worker* w = wk();
+  const uint64_t now = uv_hrtime();
+  const unsigned cls = e->status / 100 < 6 ? e->status / 100 : 0;
+  w->stats().responses[cls].add();
+  const uint64_t bytes_in = e->req.scratch.raw_head_bytes + e->req.scratch.body_bytes;
+  if (e->tstats != nullptr) {
+    TenantStats& t = *e->tstats;
+    t.responses[cls].add();
+    t.bytes_in.add(bytes_in);
+    t.bytes_out.add(e->bytes_out);
+    t.total.observe((now - e->t_start_ns) / 1000);
+    if (e->t_first_byte_ns != 0 && e->t_upstream_ns != 0) {
+      t.upstream.observe((e->t_first_byte_ns - e->t_upstream_ns) / 1000);
+    }
+  }
+  if (e->rstats != nullptr) e->rstats->responses[cls].add();
+  AccessLog* log = w->access_log();
+  if (log == nullptr) return;
+  thread_local std::string line;
+  line.clear();
+  char ip[64];
+  e->format_peer(ip, sizeof ip);
+  const std::string_view method =
+      e->req.method == MessageHead::kNoMethod
+          ? std::string_view("-")
+          : std::string_view(llhttp_method_name(static_cast<llhttp_method_t>(e->req.method)));
+  const std::string_view target = e->req.url();
+  const std::string_view tenant = e->tstats != nullptr
+                                      ? std::string_view(e->snap->cfg().tenants[e->tenant].name)
+                                      : std::string_view();
+  if (e->snap->cfg().access_log.format == config::AccessLogConfig::Combined) {
+    const HeaderSpan* ref = e->req.find("referer");
+    const HeaderSpan* ua = e->req.find("user-agent");
+    line += ip;
+    line += " - - [";
+    append_time(line, true);
+    line += "] \"";
+    json_escape(line, method);
+    line += ' ';
+    json_escape(line, target);
+    line += e->req.minor == 0 ? " HTTP/1.0\" " : " HTTP/1.1\" ";
+    line += std::to_string(e->status);
+    line += ' ';
+    line += std::to_string(e->bytes_out);
+    line += " \"";
+    json_escape(line, ref != nullptr ? e->req.value(*ref) : "-");
+    line += "\" \"";
+    json_escape(line, ua != nullptr ? e->req.value(*ua) : "-");
+    line += '"';
+  } else {
+    line += "{\"time\":\"";
+    append_time(line, false);
+    line += "\",\"request_id\":\"";
+    json_escape(line, e->request_id);
+    line += "\",\"trace_id\":\"";
+    if (e->has_trace) {
+      char tid[32];
+      format_trace_id(e->trace, tid);
+      line.append(tid, 32);
+    }
+    line += "\",\"tenant\":\"";
+    json_escape(line, tenant);
+    line += "\",\"client\":\"";
+    line += ip;
+    line += "\",\"method\":\"";
+    json_escape(line, method);
+    line += "\",\"host\":\"";
+    json_escape(line, e->host);
+    line += "\",\"path\":\"";
+    json_escape(line, target);
+    line += "\",\"status\":";
+    line += std::to_string(e->status);
+    line += ",\"reason\":\"";
+    if (e->reason != nullptr) line += e->reason;
+    line += "\",\"bytes_in\":";
+    line += std::to_string(bytes_in);
+    line += ",\"bytes_out\":";
+    line += std::to_string(e->bytes_out);
+    line += ",\"duration_ms\":";
+    append_ms(line, e->t_start_ns, now);
+    line += ",\"upstream\":\"";
+    if (e->upstream != nullptr) line += e->upstream;
+    line += "\",\"upstream_connect_ms\":";
+    append_ms(line, e->t_upstream_ns, e->t_connected_ns);
+    line += ",\"upstream_first_byte_ms\":";
+    append_ms(line, e->t_upstream_ns, e->t_first_byte_ns);
+    line += ",\"attempts\":";
+    line += std::to_string(e->attempts);
+    line += ",\"ended_by\":\"";
+    line += ended_by;
+    line += "\"}";
+  }
+  log->append(w->index(), line);
 }
 
 }  // namespace parapet

@@ -22,7 +22,9 @@
 #include "proxy/http1.h"
 #include "proxy/outbox.h"
 #include "proxy/snapshot.h"
+#include "proxy/stats.h"
 #include "proxy/timer.h"
+#include "proxy/trace.h"
 
 namespace parapet {
 
@@ -61,7 +63,8 @@ struct ServerState {
   uint32_t idle_count = 0;
   uint32_t active = 0;  // connections lent to exchanges (least_conn)
   uint32_t fails = 0;   // consecutive failures
-  uint64_t down_until = 0;
+  Counter down_until;   // resting until (loop ms); read by the admin listener
+  Counter connect_failures, timeouts, resets, retries;  // retries: attempts moved elsewhere
   bool retired = false;
 };
 
@@ -90,6 +93,8 @@ struct ClientConn final : Http1Handler {
   void start_shutdown();
   void after_flush();  // closing and nothing left to write: FIN and linger, or close
   void set_nodelay();
+  // Counts the exchange in the metrics and writes its access log line.
+  void record(Exchange* e, const char* ended_by);
   // Polite close: flush, FIN, then read and discard for a short while (lingering close), so the
   // last response is not destroyed by a reset when the client had sent more.
   void close_gracefully();
@@ -145,6 +150,16 @@ struct Exchange {
   uint32_t failed_server = UINT32_MAX;
   OriginConn* origin = nullptr;
   uint64_t started_ms = 0;
+  // For metrics and the access log.
+  uint64_t t_start_ns = 0, t_upstream_ns = 0, t_connected_ns = 0, t_first_byte_ns = 0;
+  uint64_t bytes_out = 0;
+  uint16_t status = 0;             // sent to the client (0: none)
+  const char* reason = nullptr;    // stable reason of a local answer
+  const char* upstream = nullptr;  // address text of the last server tried (its ServerState)
+  TenantStats* tstats = nullptr;
+  RouteStats* rstats = nullptr;
+  TraceContext trace{};
+  bool has_trace = false;
   uint8_t attempts = 0;
   bool req_done = false;      // request fully read from the client (and staged upstream)
   bool resp_done = false;     // response fully staged to the client

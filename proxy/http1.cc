@@ -25,7 +25,7 @@ void MessageHead::clear() {
   headers.clear();
   url_off = url_len = 0;
   status = 0;
-  method = 0;
+  method = kNoMethod;
   major = minor = 1;
   chunked = has_content_length = upgrade = false;
   keep_alive = true;

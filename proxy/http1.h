@@ -39,8 +39,9 @@ class MessageHead {
   std::string buf;
   std::vector<HeaderSpan> headers;
   uint32_t url_off = 0, url_len = 0;
+  static constexpr uint8_t kNoMethod = 0xff;  // until the head is complete
   uint16_t status = 0;
-  uint8_t method = 0;
+  uint8_t method = kNoMethod;
   uint8_t major = 1, minor = 1;
   bool chunked = false;
   bool has_content_length = false;

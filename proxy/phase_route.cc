@@ -5,6 +5,7 @@
 #include <cctype>
 
 #include "proxy/conn.h"
+#include "proxy/worker.h"
 
 namespace parapet {
 
@@ -52,13 +53,17 @@ Flow phase_route(Exchange* ex) {
     c->reply(421, "route.unknown_host", false);
     return Flow::Respond;
   }
+  Worker* w = c->wk();
+  ex->tenant = static_cast<uint32_t>(tenant);
+  ex->tstats = w->tenant_stats(ex->tenant);
   std::string_view path = ex->target.substr(0, ex->target.find('?'));
-  const config::Route* route = ex->snap->find_route(static_cast<uint32_t>(tenant), path);
+  const config::Route* route = ex->snap->find_route(ex->tenant, path);
   if (route == nullptr) {
     c->reply(404, "route.no_route", false);
     return Flow::Respond;
   }
-  ex->tenant = static_cast<uint32_t>(tenant);
+  ex->rstats = w->route_stats(
+      ex->tenant, static_cast<size_t>(route - ex->snap->cfg().tenants[ex->tenant].routes.data()));
   ex->group = &ex->snap->group(ex->tenant, route->origin_index);
   return Flow::Continue;
 }

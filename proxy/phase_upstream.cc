@@ -35,6 +35,7 @@ enum class Hdr {
   XForwardedProto,
   XForwardedHost,
   XRequestId,
+  TraceParent,
 };
 
 bool ieq(std::string_view a, const char* lower, size_t n) {
@@ -60,6 +61,9 @@ Hdr classify(std::string_view n) {
       if (IEQ(n, "trailer")) return Hdr::Trailer;
       if (IEQ(n, "upgrade")) return Hdr::Upgrade;
       return Hdr::Other;
+    case 11:
+      if (IEQ(n, "traceparent")) return Hdr::TraceParent;
+      break;
     case 10:
       if (IEQ(n, "connection")) return Hdr::Connection;
       if (IEQ(n, "keep-alive")) return Hdr::KeepAlive;
@@ -215,6 +219,17 @@ void build_forward_head(Exchange* ex) {
           f.append(", 1.1 parapet\r\n");
         }
         continue;
+      case Hdr::TraceParent: {
+        // parapet is a span of the trace: same trace id, its own span id (W3C Trace Context).
+        TraceContext parent;
+        if (ex->has_trace || !parse_traceparent(value, &parent)) continue;  // invalid: replaced
+        ex->trace = child_context(&parent, ex->client->wk()->rng());
+        ex->has_trace = true;
+        char tp[55];
+        format_traceparent(ex->trace, tp);
+        append_header(f, name, std::string_view(tp, sizeof tp));
+        continue;
+      }
       case Hdr::XRequestId:
         if (!saw_id && valid_request_id(value)) {
           saw_id = true;
@@ -241,6 +256,13 @@ void build_forward_head(Exchange* ex) {
   if (!ex->host.empty()) append_header(f, "X-Forwarded-Host", ex->host);
   if (!saw_via) f.append("Via: 1.1 parapet\r\n");
   if (!saw_id) append_header(f, "X-Request-Id", ex->request_id);
+  if (!ex->has_trace) {
+    ex->trace = child_context(nullptr, ex->client->wk()->rng());
+    ex->has_trace = true;
+    char tp[55];
+    format_traceparent(ex->trace, tp);
+    append_header(f, "traceparent", std::string_view(tp, sizeof tp));
+  }
   if (r.upgrade) f.append("Connection: upgrade\r\n");
   f.append("\r\n", 2);
 }
@@ -268,7 +290,7 @@ uint32_t pick_server(Exchange* ex, uint32_t exclude) {
   const size_t n = g.server_ids.size();
   auto usable = [&](size_t i) {
     uint32_t sid = g.server_ids[i];
-    return sid != exclude && w->server(sid).down_until <= now;
+    return sid != exclude && w->server(sid).down_until.get() <= now;
   };
   switch (g.cfg->balance) {
     case config::Balance::RoundRobin: {
@@ -303,7 +325,7 @@ uint32_t pick_server(Exchange* ex, uint32_t exclude) {
     }
   }
   // Only the excluded server is left: a retry may still go back to it if it is not resting.
-  if (exclude != kNone && w->server(exclude).down_until <= now &&
+  if (exclude != kNone && w->server(exclude).down_until.get() <= now &&
       std::find(g.server_ids.begin(), g.server_ids.end(), exclude) != g.server_ids.end()) {
     return exclude;
   }
@@ -325,10 +347,11 @@ bool attach_origin(Exchange* ex) {
       --ss.idle_count;
       oc->state = OriginConn::State::Busy;
       oc->arm_timer(OriginConn::TimerKind::Response);
-      w->stats().inc(w->stats().upstream_reused);
+      w->stats().upstream_reused.add();
+      w->stats().upstream_idle.sub();
     } else {
       oc = new OriginConn(w, &ss);
-      w->stats().inc(w->stats().upstream_connects);
+      w->stats().upstream_connects.add();
       if (!oc->connect()) {
         ex->failed_server = sid;
         continue;
@@ -341,6 +364,8 @@ bool attach_origin(Exchange* ex) {
     oc->parser.set_limits(&ex->snap->cfg().limits);
     ex->origin = oc;
     ex->server = sid;
+    ex->upstream = ss.addr.text.c_str();
+    ex->t_upstream_ns = uv_hrtime();
     ++ex->attempts;
     return true;
   }
@@ -374,7 +399,8 @@ void upstream_failed(Exchange* ex, OriginConn* oc, const char* reason, int statu
         --ex->attempts;
       else
         ex->failed_server = ex->server;
-      w->stats().inc(w->stats().upstream_retries);
+      w->stats().upstream_retries.add();
+      oc->pool->retries.add();
       if (attach_origin(ex)) {
         if (nothing_sent) {
           ex->origin->out.take_queued(&oc->out);
@@ -434,6 +460,7 @@ void upstream_release(OriginConn* oc) {
   if (ss.idle != nullptr) ss.idle->pool_prev = oc;
   ss.idle = oc;
   ++ss.idle_count;
+  w->stats().upstream_idle.add();
   oc->arm_timer(OriginConn::TimerKind::Idle);
   if (oc->read_stopped) {
     oc->read_stopped = false;
@@ -488,6 +515,7 @@ void OriginConn::close() {
     if (pool_next != nullptr) pool_next->pool_prev = pool_prev;
     pool_prev = pool_next = nullptr;
     --ss.idle_count;
+    w->stats().upstream_idle.sub();
   }
   if (ex != nullptr) {
     --ss.active;
@@ -504,10 +532,16 @@ void OriginConn::on_closed(uv_handle_t* h) { delete conn_of<OriginConn>(h->data)
 void OriginConn::fail(const char* reason, int status, bool retryable) {
   Exchange* e = ex;
   ServerState& ss = *pool;
+  if (status == 504 || std::strcmp(reason, "upstream.connect_timeout") == 0)
+    ss.timeouts.add();
+  else if (timer_kind == TimerKind::Connect)
+    ss.connect_failures.add();
+  else
+    ss.resets.add();
   if (!reused) {
-    w->stats().inc(w->stats().upstream_failures);
+    w->stats().upstream_failures.add();
     if (ss.max_fails > 0 && ++ss.fails >= ss.max_fails) {
-      ss.down_until = w->timers().now() + ss.fail_timeout_ms;
+      ss.down_until.set(w->timers().now() + ss.fail_timeout_ms);
       ss.fails = 0;
       log_error("worker=%u upstream=%s rests for %ums after %s", w->index(), ss.addr.text.c_str(),
                 ss.fail_timeout_ms, reason);
@@ -528,6 +562,7 @@ void OriginConn::on_connect(uv_connect_t* req, int status) {
     return;
   }
   oc->state = State::Busy;
+  if (oc->ex != nullptr) oc->ex->t_connected_ns = uv_hrtime();
   uv_tcp_nodelay(&oc->tcp, 1);
   uv_read_start(reinterpret_cast<uv_stream_t*>(&oc->tcp), Worker::alloc_cb, on_read);
   oc->arm_timer(TimerKind::Response);
@@ -756,12 +791,16 @@ int OriginConn::on_head() {
   pool->fails = 0;
   build_response_head(e, this);
   e->client->out.stage_ref(e->resp_head.data(), e->resp_head.size());
+  e->status = st;
+  e->t_first_byte_ns = uv_hrtime();
+  e->bytes_out += e->resp_head.size();
   e->resp_started = true;
   return e->is_head ? 1 : 0;
 }
 
 void OriginConn::on_body(const char* p, size_t n) {
   Outbox& o = ex->client->out;
+  ex->bytes_out += n;
   if (ex->client_chunked) {
     char size[24];
     int k = std::snprintf(size, sizeof size, "%zx\r\n", n);

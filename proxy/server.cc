@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 
+#include "proxy/access_log.h"
 #include "proxy/log.h"
 
 namespace parapet {
@@ -52,7 +53,7 @@ int listen_socket(const sockaddr_storage& sa, socklen_t len, std::string* why) {
 struct MainState {
   Server* server = nullptr;
   std::vector<std::unique_ptr<Worker>>* workers = nullptr;
-  uv_signal_t sigterm, sigint, sighup;
+  uv_signal_t sigterm, sigint, sighup, sigusr1;
   uv_timer_t poll;
   uv_tcp_t admin;
   bool has_admin = false;
@@ -94,6 +95,16 @@ bool Server::bind_listeners(const config::Config& cfg, const std::vector<std::st
   return true;
 }
 
+void Server::reopen_logs() {
+  if (access_log_) {
+    access_log_->reopen();
+    log_error("access log reopened");
+  }
+}
+
+Server::Server() = default;
+Server::~Server() = default;
+
 std::vector<std::string> Server::reload() {
   config::LoadResult r = config::load_file(file_);
   if (r.ok() && r.config.workers != workers_.size()) {
@@ -108,6 +119,11 @@ std::vector<std::string> Server::reload() {
     ++reloads_failed_;
     for (const std::string& e : r.errors) log_error("reload refused: %s", e.c_str());
     return r.errors;
+  }
+  const config::AccessLogConfig &oldl = snap_->cfg().access_log, &newl = r.config.access_log;
+  if (oldl.enabled != newl.enabled || oldl.path != newl.path ||
+      oldl.buffer_bytes != newl.buffer_bytes) {
+    log_error("reload: a new access_log path or buffer needs a restart; the log stays as it is");
   }
   if (r.config.has_admin != snap_->cfg().has_admin ||
       (r.config.has_admin && r.config.admin.text != snap_->cfg().admin.text)) {
@@ -125,46 +141,6 @@ std::vector<std::string> Server::reload() {
   ++reloads_ok_;
   log_error("reload: generation %llu active", static_cast<unsigned long long>(generation_));
   return {};
-}
-
-std::string Server::metrics_text() const {
-  uint64_t req = 0, resp[6] = {}, conns = 0, accepted = 0, connects = 0, reused = 0, failures = 0,
-           retries = 0, refused = 0;
-  for (const auto& w : workers_) {
-    WorkerStats& s = w->stats();
-    auto ld = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
-    req += ld(s.requests);
-    for (int i = 0; i < 6; ++i) resp[i] += ld(s.responses[i]);
-    conns += ld(s.client_conns);
-    accepted += ld(s.client_accepted);
-    connects += ld(s.upstream_connects);
-    reused += ld(s.upstream_reused);
-    failures += ld(s.upstream_failures);
-    retries += ld(s.upstream_retries);
-    refused += ld(s.refused);
-  }
-  std::string m;
-  auto line = [&m](const char* name, const char* type, uint64_t v) {
-    m += std::string("# TYPE ") + name + " " + type + "\n" + name + " " + std::to_string(v) + "\n";
-  };
-  line("parapet_requests_total", "counter", req);
-  m += "# TYPE parapet_responses_total counter\n";
-  for (int i = 1; i < 6; ++i) {
-    m += "parapet_responses_total{class=\"" + std::to_string(i) + "xx\"} " +
-         std::to_string(resp[i]) + "\n";
-  }
-  line("parapet_client_connections", "gauge", conns);
-  line("parapet_client_connections_accepted_total", "counter", accepted);
-  line("parapet_upstream_connects_total", "counter", connects);
-  line("parapet_upstream_reused_total", "counter", reused);
-  line("parapet_upstream_failures_total", "counter", failures);
-  line("parapet_upstream_retries_total", "counter", retries);
-  line("parapet_refused_requests_total", "counter", refused);
-  line("parapet_config_generation", "gauge", generation_);
-  m += "# TYPE parapet_config_reloads_total counter\n";
-  m += "parapet_config_reloads_total{result=\"ok\"} " + std::to_string(reloads_ok_) + "\n";
-  m += "parapet_config_reloads_total{result=\"failed\"} " + std::to_string(reloads_failed_) + "\n";
-  return m;
 }
 
 int Server::run(config::Config cfg) {
@@ -186,8 +162,18 @@ int Server::run(config::Config cfg) {
     if (!start_admin(loop, snap_->cfg().admin, this, &ms.admin)) return 1;
     ms.has_admin = true;
   }
+  const config::AccessLogConfig& al = snap_->cfg().access_log;
+  if (al.enabled) {
+    std::string why;
+    access_log_ = AccessLog::open(al.path, snap_->cfg().workers, al.buffer_bytes, &why);
+    if (!access_log_) {
+      log_error("%s: access_log.path '%s': %s", file_.c_str(), al.path.c_str(), why.c_str());
+      return 1;
+    }
+  }
   for (unsigned i = 0; i < snap_->cfg().workers; ++i) {
     workers_.push_back(std::make_unique<Worker>(i, snap_, fds[i]));
+    workers_.back()->set_access_log(access_log_.get());
   }
   for (auto& w : workers_) w->start();
   log_error("ready workers=%zu", workers_.size());
@@ -208,6 +194,7 @@ int Server::run(config::Config cfg) {
             uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigterm), nullptr);
             uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigint), nullptr);
             uv_close(reinterpret_cast<uv_handle_t*>(&s2->sighup), nullptr);
+            uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigusr1), nullptr);
             uv_close(reinterpret_cast<uv_handle_t*>(&s2->poll), nullptr);
             if (s2->has_admin) uv_close(reinterpret_cast<uv_handle_t*>(&s2->admin), nullptr);
           },
@@ -229,6 +216,15 @@ int Server::run(config::Config cfg) {
         if (st->signals == 0) st->server->reload();
       },
       SIGHUP);
+  uv_signal_init(loop, &ms.sigusr1);
+  ms.sigusr1.data = &ms;
+  uv_signal_start(
+      &ms.sigusr1,
+      [](uv_signal_t* s, int) {
+        auto* st = static_cast<MainState*>(s->data);
+        st->server->reopen_logs();
+      },
+      SIGUSR1);
 
   uv_run(loop, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();
@@ -236,6 +232,7 @@ int Server::run(config::Config cfg) {
   uv_run(loop, UV_RUN_DEFAULT);
   uv_loop_close(loop);
   workers_.clear();
+  access_log_.reset();  // writes what is buffered
   log_error("stopped");
   return 0;
 }

@@ -11,8 +11,12 @@
 
 namespace parapet {
 
+class AccessLog;
+
 class Server {
  public:
+  Server();
+  ~Server();
   // Runs until SIGTERM/SIGINT and a graceful drain. Returns the process exit code.
   int run(config::Config cfg);
 
@@ -23,6 +27,8 @@ class Server {
   // snapshot of every worker; an invalid one changes nothing. Returns the errors (empty: ok).
   std::vector<std::string> reload();
   uint64_t generation() const { return generation_; }
+  // SIGUSR1: the access log reopens its file (log rotation).
+  void reopen_logs();
 
  private:
   // Binds `workers` sockets for each listener of `cfg` whose key is not in `have`.
@@ -30,6 +36,7 @@ class Server {
                       std::vector<std::vector<ListenerFd>>* per_worker, std::string* err);
 
   std::string file_;
+  std::unique_ptr<AccessLog> access_log_;
   std::shared_ptr<const Snapshot> snap_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::string> listener_keys_;  // of snap_

@@ -30,6 +30,7 @@ Worker::Worker(unsigned index, std::shared_ptr<const Snapshot> snap,
   map_servers();
   std::random_device rd;
   id_seed_ = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ (static_cast<uint64_t>(index) << 56);
+  rng_ = ((static_cast<uint64_t>(rd()) << 32) ^ rd()) | 1;
 }
 
 Worker::~Worker() {
@@ -88,6 +89,21 @@ void Worker::open_listener(const ListenerFd& l) {
 }
 
 void Worker::map_servers() {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  // Tenant and route stats by name, so counters continue across reloads.
+  tenant_map_.assign(snap_->cfg().tenants.size(), nullptr);
+  route_map_.assign(snap_->cfg().tenants.size(), {});
+  for (size_t t = 0; t < snap_->cfg().tenants.size(); ++t) {
+    const config::Tenant& tenant = snap_->cfg().tenants[t];
+    auto& ts = tenant_stats_[tenant.name];
+    if (!ts) ts = std::make_unique<TenantStats>();
+    tenant_map_[t] = ts.get();
+    for (const config::Route& r : tenant.routes) {
+      auto& rs = route_stats_[tenant.name + " " + r.path];
+      if (!rs) rs = std::make_unique<RouteStats>();
+      route_map_[t].push_back(rs.get());
+    }
+  }
   std::unordered_map<std::string, std::unique_ptr<ServerState>> next;
   server_map_.assign(snap_->server_count(), nullptr);
   for (uint32_t id = 0; id < snap_->server_count(); ++id) {
@@ -193,13 +209,13 @@ std::vector<ClientConn*> Worker::client_conns() {
 
 void Worker::add_client(ClientConn*) {
   ++client_count_;
-  stats_.inc(stats_.client_conns);
-  stats_.inc(stats_.client_accepted);
+  stats_.client_conns.add();
+  stats_.client_accepted.add();
 }
 
 void Worker::remove_client(ClientConn*) {
   --client_count_;
-  stats_.dec(stats_.client_conns);
+  stats_.client_conns.sub();
   if (draining_) maybe_finish_stop();
 }
 
@@ -213,11 +229,14 @@ Exchange* Worker::new_exchange(ClientConn* c) {
   }
   ex->reset(c, snap_, id_seed_ + ++id_counter_);
   ex->started_ms = uv_now(&loop_);
-  stats_.inc(stats_.requests);
+  ex->t_start_ns = uv_hrtime();
+  stats_.client_active.add();
+  stats_.requests.add();
   return ex;
 }
 
 void Worker::free_exchange(Exchange* ex) {
+  stats_.client_active.sub();
   ex->snap.reset();
   ex->client = nullptr;
   ex->origin = nullptr;

@@ -19,24 +19,22 @@
 
 namespace parapet {
 
-// Counters written by one worker, summed by the admin listener.
+// Counters written by one worker, summed by the admin listener (proxy/stats.h).
 struct WorkerStats {
-  std::atomic<uint64_t> requests{0};
-  std::atomic<uint64_t> responses[6] = {};  // index status/100 (0: none)
-  std::atomic<uint64_t> client_conns{0};    // open now
-  std::atomic<uint64_t> client_accepted{0};
-  std::atomic<uint64_t> upstream_connects{0};
-  std::atomic<uint64_t> upstream_reused{0};
-  std::atomic<uint64_t> upstream_failures{0};
-  std::atomic<uint64_t> upstream_retries{0};
-  std::atomic<uint64_t> refused{0};  // malformed requests answered 4xx by the codec
-  void inc(std::atomic<uint64_t>& c) {
-    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  }
-  void dec(std::atomic<uint64_t>& c) {
-    c.store(c.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
-  }
+  Counter requests;
+  Counter responses[6];   // index status/100 (0: none)
+  Counter client_conns;   // open now
+  Counter client_active;  // open with an exchange in progress
+  Counter client_accepted;
+  Counter upstream_connects;
+  Counter upstream_reused;
+  Counter upstream_failures;
+  Counter upstream_retries;
+  Counter upstream_idle;  // pooled idle connections now
+  Counter refused;        // malformed requests answered 4xx by the codec
 };
+
+class AccessLog;
 
 // A listening socket handed to a worker: `key` is "name@address", stable across reloads.
 struct ListenerFd {
@@ -60,6 +58,22 @@ class Worker {
   // exchanges keep the snapshot they started with; pools of servers still present are kept.
   void reload(std::shared_ptr<const Snapshot> snap, std::vector<ListenerFd> add,
               std::vector<std::string> remove);
+  // The access log sink (owned by the Server; null when off) and this worker's producer index.
+  void set_access_log(AccessLog* log) { access_log_ = log; }
+  AccessLog* access_log() const { return access_log_; }
+  // Per-tenant and per-route stats of snap_'s tenant `t` and route `r` (index in the tenant).
+  TenantStats* tenant_stats(uint32_t t) { return tenant_map_[t]; }
+  RouteStats* route_stats(uint32_t t, size_t r) { return route_map_[t][r]; }
+  // Admin thread: calls fn(tenant, stats), then route(tenant, path, stats), then
+  // server(key, state) under the stats mutex.
+  template <class T, class R, class S>
+  void visit_stats(T&& tenant, R&& route, S&& server) {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    for (auto& kv : tenant_stats_) tenant(kv.first, *kv.second);
+    for (auto& kv : route_stats_) route(kv.first, *kv.second);
+    for (auto& kv : pools_) server(kv.first, *kv.second);
+  }
+  uint64_t* rng() { return &rng_; }  // per-worker random state (trace ids); no lock
   // Generation of the snapshot this worker serves (1 = the first).
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
   void join();
@@ -119,6 +133,13 @@ class Worker {
   std::vector<std::unique_ptr<ServerState>> retired_;  // removed by a reload, connections left
   std::vector<ServerState*> server_map_;               // snap_'s server id -> state
   std::vector<uint32_t> rr_;
+  std::mutex stats_mu_;  // guards the structure of the maps below and pools_ (not counters)
+  std::unordered_map<std::string, std::unique_ptr<TenantStats>> tenant_stats_;
+  std::unordered_map<std::string, std::unique_ptr<RouteStats>> route_stats_;  // "tenant path"
+  std::vector<TenantStats*> tenant_map_;
+  std::vector<std::vector<RouteStats*>> route_map_;
+  AccessLog* access_log_ = nullptr;
+  uint64_t rng_;
   size_t client_count_ = 0;
   uint64_t id_seed_;
   uint64_t id_counter_ = 0;
