@@ -3,6 +3,7 @@
 // decides keep-alive, pipelining and closing.
 #include <arpa/inet.h>
 
+#include <charconv>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -289,8 +290,10 @@ void ClientConn::on_body(const char* p, size_t n) {
   Outbox& o = e->origin->out;
   if (e->req.chunked) {
     char size[24];
-    int k = std::snprintf(size, sizeof size, "%zx\r\n", n);
-    o.stage_copy(size, static_cast<size_t>(k));
+    char* end = std::to_chars(size, size + 20, n, 16).ptr;
+    *end++ = '\r';
+    *end++ = '\n';
+    o.stage_copy(size, static_cast<size_t>(end - size));
     o.stage_ref(p, n);
     o.stage_copy("\r\n", 2);
   } else {
@@ -535,17 +538,27 @@ void append_time(std::string& out, bool combined) {
     out += clf;
     return;
   }
-  char ms[24];
-  std::snprintf(ms, sizeof ms, ".%03dZ", static_cast<int>(ts.tv_nsec / 1'000'000));
+  const int ms = static_cast<int>(ts.tv_nsec / 1'000'000);
+  const char frac[5] = {'.', static_cast<char>('0' + ms / 100),
+                        static_cast<char>('0' + ms / 10 % 10), static_cast<char>('0' + ms % 10),
+                        'Z'};
   out += iso;
-  out += ms;
+  out.append(frac, 5);
 }
 
+void append_uint(std::string& out, uint64_t v) {
+  char b[24];
+  auto r = std::to_chars(b, b + sizeof b, v);
+  out.append(b, static_cast<size_t>(r.ptr - b));
+}
+
+// Milliseconds with three decimals, from integer microseconds (no floating point formatting).
 void append_ms(std::string& out, uint64_t from_ns, uint64_t to_ns) {
-  char b[32];
-  int n = std::snprintf(b, sizeof b, "%.3f",
-                        from_ns != 0 && to_ns >= from_ns ? (to_ns - from_ns) / 1e6 : 0.0);
-  out.append(b, static_cast<size_t>(n));
+  const uint64_t us = from_ns != 0 && to_ns >= from_ns ? (to_ns - from_ns) / 1000 : 0;
+  append_uint(out, us / 1000);
+  char frac[4] = {'.', static_cast<char>('0' + us % 1000 / 100),
+                  static_cast<char>('0' + us % 100 / 10), static_cast<char>('0' + us % 10)};
+  out.append(frac, 4);
 }
 
 }  // namespace
@@ -592,9 +605,9 @@ void ClientConn::record(Exchange* e, const char* ended_by) {
     line += ' ';
     json_escape(line, target);
     line += e->req.minor == 0 ? " HTTP/1.0\" " : " HTTP/1.1\" ";
-    line += std::to_string(e->status);
+    append_uint(line, e->status);
     line += ' ';
-    line += std::to_string(e->bytes_out);
+    append_uint(line, e->bytes_out);
     line += " \"";
     json_escape(line, ref != nullptr ? e->req.value(*ref) : "-");
     line += "\" \"";
@@ -622,13 +635,13 @@ void ClientConn::record(Exchange* e, const char* ended_by) {
     line += "\",\"path\":\"";
     json_escape(line, target);
     line += "\",\"status\":";
-    line += std::to_string(e->status);
+    append_uint(line, e->status);
     line += ",\"reason\":\"";
     if (e->reason != nullptr) line += e->reason;
     line += "\",\"bytes_in\":";
-    line += std::to_string(bytes_in);
+    append_uint(line, bytes_in);
     line += ",\"bytes_out\":";
-    line += std::to_string(e->bytes_out);
+    append_uint(line, e->bytes_out);
     line += ",\"duration_ms\":";
     append_ms(line, e->t_start_ns, now);
     line += ",\"upstream\":\"";
@@ -638,7 +651,7 @@ void ClientConn::record(Exchange* e, const char* ended_by) {
     line += ",\"upstream_first_byte_ms\":";
     append_ms(line, e->t_upstream_ns, e->t_first_byte_ns);
     line += ",\"attempts\":";
-    line += std::to_string(e->attempts);
+    append_uint(line, e->attempts);
     line += ",\"ended_by\":\"";
     line += ended_by;
     line += "\"}";

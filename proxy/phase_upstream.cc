@@ -3,6 +3,7 @@
 // give the connection back to its pool. Failures before any response byte retry once on
 // another server where that is safe; the rest become 502/503/504 for the client.
 #include <algorithm>
+#include <charconv>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -136,8 +137,8 @@ bool valid_request_id(std::string_view v) {
 
 void append_uint(std::string& s, uint64_t v) {
   char b[24];
-  int k = std::snprintf(b, sizeof b, "%" PRIu64, v);
-  s.append(b, static_cast<size_t>(k));
+  auto r = std::to_chars(b, b + sizeof b, v);
+  s.append(b, static_cast<size_t>(r.ptr - b));
 }
 
 void append_header(std::string& s, std::string_view name, std::string_view value) {
@@ -803,8 +804,10 @@ void OriginConn::on_body(const char* p, size_t n) {
   ex->bytes_out += n;
   if (ex->client_chunked) {
     char size[24];
-    int k = std::snprintf(size, sizeof size, "%zx\r\n", n);
-    o.stage_copy(size, static_cast<size_t>(k));
+    char* end = std::to_chars(size, size + 20, n, 16).ptr;
+    *end++ = '\r';
+    *end++ = '\n';
+    o.stage_copy(size, static_cast<size_t>(end - size));
     o.stage_ref(p, n);
     o.stage_copy("\r\n", 2);
   } else {
