@@ -117,10 +117,12 @@ void on_admin_connection(uv_stream_t* server, int status) {
 
 }  // namespace
 
-bool start_admin(uv_loop_t* loop, const config::Address& addr, Server* server, uv_tcp_t* handle) {
+bool start_admin(uv_loop_t* loop, const config::Address& addr, Server* server, uv_tcp_t* handle,
+                 int inherited_fd) {
   uv_tcp_init(loop, handle);
   handle->data = server;
-  int r = uv_tcp_bind(handle, reinterpret_cast<const sockaddr*>(&addr.sa), 0);
+  int r = inherited_fd >= 0 ? uv_tcp_open(handle, inherited_fd)
+                            : uv_tcp_bind(handle, reinterpret_cast<const sockaddr*>(&addr.sa), 0);
   if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(handle), 128, on_admin_connection);
   if (r != 0) {
     log_error("cannot listen on %s (admin): %s", addr.text.c_str(), uv_strerror(r));

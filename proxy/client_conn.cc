@@ -240,6 +240,7 @@ void ClientConn::consume(const char* data, size_t len) {
 }
 
 MessageHead* ClientConn::on_message_begin() {
+  used = true;
   if (ex == nullptr) ex = wk()->new_exchange(this);
   parser.set_limits(&ex->snap->cfg().limits);  // valid while the exchange holds its snapshot
   arm_timer(TimerKind::Header);

@@ -130,6 +130,7 @@ struct ClientConn final : Http1Handler {
   bool close_after = false;  // close once the current exchange is done
   bool linger = false;       // closing must drain the client's unread input first
   bool nodelay = false;      // TCP_NODELAY set (on the first keep-alive wait)
+  bool used = false;         // a request has begun on this connection
 };
 
 struct Exchange {

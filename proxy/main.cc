@@ -1,10 +1,13 @@
 // parapet: edge HTTP reverse proxy.
 //   parapet -c FILE            serve FILE
 //   parapet --check -c FILE    validate FILE, exit 0 (valid) or 1
+#include <climits>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
 #include "proxy/server.h"
@@ -66,6 +69,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::signal(SIGPIPE, SIG_IGN);
+  // How to start this binary again for an upgrade: its path now (a new build installed there
+  // is what SIGUSR2 starts) and the same arguments.
+  char exe[PATH_MAX];
+  std::string self = realpath(argv[0], exe) != nullptr ? exe : "/proc/self/exe";
+  std::vector<std::string> args(argv, argv + argc);
   parapet::Server server;
-  return server.run(std::move(r.config));
+  return server.run(std::move(r.config), self, args);
 }

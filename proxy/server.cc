@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 
 #include "proxy/access_log.h"
 #include "proxy/log.h"
+#include "proxy/upgrade.h"
 
 namespace parapet {
 
@@ -53,7 +55,7 @@ int listen_socket(const sockaddr_storage& sa, socklen_t len, std::string* why) {
 struct MainState {
   Server* server = nullptr;
   std::vector<std::unique_ptr<Worker>>* workers = nullptr;
-  uv_signal_t sigterm, sigint, sighup, sigusr1;
+  uv_signal_t sigterm, sigint, sighup, sigusr1, sigusr2, sigchld;
   uv_timer_t poll;
   uv_tcp_t admin;
   bool has_admin = false;
@@ -72,7 +74,21 @@ bool Server::bind_listeners(const config::Config& cfg, const std::vector<std::st
     const std::string key = listener_key(l);
     if (std::find(have.begin(), have.end(), key) != have.end()) continue;
     sockaddr_storage sa = l.address.sa;
-    for (size_t w = 0; w < n; ++w) {
+    // Sockets handed over by the previous process (binary upgrade) come first: the same
+    // kernel sockets, so nothing queued on them is lost. Extra ones go to workers round robin.
+    std::vector<int> inherited;
+    if (auto it = inherited_.fds.find(key); it != inherited_.fds.end()) {
+      inherited = std::move(it->second);
+      inherited_.fds.erase(it);
+      socklen_t len = sizeof sa;
+      getsockname(inherited[0], reinterpret_cast<sockaddr*>(&sa), &len);
+      log_error("listening name=%s address=%s (inherited)", l.name.c_str(), addr_text(sa).c_str());
+      for (size_t j = 0; j < inherited.size(); ++j) {
+        (*per_worker)[j % n].push_back(ListenerFd{key, inherited[j]});
+        all_fds_[key].push_back(inherited[j]);
+      }
+    }
+    for (size_t w = inherited.size(); w < n; ++w) {
       std::string why;
       int fd = listen_socket(sa, l.address.sa_len, &why);
       if (fd < 0) {
@@ -90,9 +106,24 @@ bool Server::bind_listeners(const config::Config& cfg, const std::vector<std::st
         log_error("listening name=%s address=%s", l.name.c_str(), addr_text(sa).c_str());
       }
       (*per_worker)[w].push_back(ListenerFd{key, fd});
+      all_fds_[key].push_back(fd);
     }
   }
   return true;
+}
+
+void Server::upgrade() {
+  FdMap fds = all_fds_;
+  if (admin_fd_ >= 0) fds["admin@" + snap_->cfg().admin.text] = {admin_fd_};
+  std::string err;
+  pid_t pid = spawn_upgrade(exe_, argv_, fds, &err);
+  if (pid < 0) {
+    log_error("upgrade: %s", err.c_str());
+    return;
+  }
+  // Reap it if it fails; if it succeeds it tells us to drain (SIGTERM) and outlives us.
+  log_error("upgrade: started %s pid=%d; draining once it is ready", exe_.c_str(),
+            static_cast<int>(pid));
 }
 
 void Server::reopen_logs() {
@@ -134,6 +165,7 @@ std::vector<std::string> Server::reload() {
   for (const std::string& k : listener_keys_) {
     if (std::find(keys.begin(), keys.end(), k) == keys.end()) removed.push_back(k);
   }
+  for (const std::string& k : removed) all_fds_.erase(k);  // the workers close them
   snap_ = std::make_shared<const Snapshot>(std::move(r.config));
   listener_keys_ = std::move(keys);
   for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->reload(snap_, add[i], removed);
@@ -143,8 +175,11 @@ std::vector<std::string> Server::reload() {
   return {};
 }
 
-int Server::run(config::Config cfg) {
+int Server::run(config::Config cfg, std::string exe, std::vector<std::string> argv) {
   file_ = cfg.file;
+  exe_ = std::move(exe);
+  argv_ = std::move(argv);
+  inherited_ = take_inherited();
   for (const config::Listener& l : cfg.listeners) listener_keys_.push_back(listener_key(l));
   snap_ = std::make_shared<const Snapshot>(std::move(cfg));
   std::vector<std::vector<ListenerFd>> fds;
@@ -153,14 +188,28 @@ int Server::run(config::Config cfg) {
     log_error("%s", err.c_str());
     return 1;
   }
+  int admin_inherited = -1;
+  if (snap_->cfg().has_admin) {
+    auto it = inherited_.fds.find("admin@" + snap_->cfg().admin.text);
+    if (it != inherited_.fds.end() && !it->second.empty()) {
+      admin_inherited = it->second[0];
+      it->second.erase(it->second.begin());
+    }
+  }
+  for (auto& kv : inherited_.fds) {
+    for (int fd : kv.second) close(fd);  // listeners the new config no longer has
+  }
+  inherited_.fds.clear();
 
   uv_loop_t* loop = uv_default_loop();
   MainState ms;
   ms.server = this;
   ms.workers = &workers_;
   if (snap_->cfg().has_admin) {
-    if (!start_admin(loop, snap_->cfg().admin, this, &ms.admin)) return 1;
+    if (!start_admin(loop, snap_->cfg().admin, this, &ms.admin, admin_inherited)) return 1;
     ms.has_admin = true;
+    uv_os_fd_t afd;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(&ms.admin), &afd) == 0) admin_fd_ = afd;
   }
   const config::AccessLogConfig& al = snap_->cfg().access_log;
   if (al.enabled) {
@@ -176,7 +225,12 @@ int Server::run(config::Config cfg) {
     workers_.back()->set_access_log(access_log_.get());
   }
   for (auto& w : workers_) w->start();
-  log_error("ready workers=%zu", workers_.size());
+  log_error("ready workers=%zu pid=%d", workers_.size(), static_cast<int>(getpid()));
+  if (inherited_.parent > 0) {
+    log_error("upgrade: taking over from pid=%d, which drains now",
+              static_cast<int>(inherited_.parent));
+    kill(inherited_.parent, SIGTERM);
+  }
 
   auto on_signal = [](uv_signal_t* s, int signum) {
     auto* st = static_cast<MainState*>(s->data);
@@ -195,6 +249,8 @@ int Server::run(config::Config cfg) {
             uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigint), nullptr);
             uv_close(reinterpret_cast<uv_handle_t*>(&s2->sighup), nullptr);
             uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigusr1), nullptr);
+            uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigusr2), nullptr);
+            uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigchld), nullptr);
             uv_close(reinterpret_cast<uv_handle_t*>(&s2->poll), nullptr);
             if (s2->has_admin) uv_close(reinterpret_cast<uv_handle_t*>(&s2->admin), nullptr);
           },
@@ -225,6 +281,29 @@ int Server::run(config::Config cfg) {
         st->server->reopen_logs();
       },
       SIGUSR1);
+  uv_signal_init(loop, &ms.sigusr2);
+  ms.sigusr2.data = &ms;
+  uv_signal_start(
+      &ms.sigusr2,
+      [](uv_signal_t* s, int) {
+        auto* st = static_cast<MainState*>(s->data);
+        if (st->signals == 0) st->server->upgrade();
+      },
+      SIGUSR2);
+  uv_signal_init(loop, &ms.sigchld);
+  uv_signal_start(
+      &ms.sigchld,
+      [](uv_signal_t*, int) {
+        // A new binary that failed to start: reap it; this process keeps serving.
+        int status = 0;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+          log_error("upgrade: pid %d exited with status %d; this process keeps serving",
+                    static_cast<int>(pid),
+                    WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+      },
+      SIGCHLD);
 
   uv_run(loop, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();

@@ -7,6 +7,7 @@
 
 #include "config/config.h"
 #include "proxy/snapshot.h"
+#include "proxy/upgrade.h"
 #include "proxy/worker.h"
 
 namespace parapet {
@@ -18,7 +19,8 @@ class Server {
   Server();
   ~Server();
   // Runs until SIGTERM/SIGINT and a graceful drain. Returns the process exit code.
-  int run(config::Config cfg);
+  // `exe` and `argv`: how to start this binary again (SIGUSR2, binary upgrade).
+  int run(config::Config cfg, std::string exe, std::vector<std::string> argv);
 
   // Prometheus text of the workers' counters.
   std::string metrics_text() const;
@@ -29,6 +31,8 @@ class Server {
   uint64_t generation() const { return generation_; }
   // SIGUSR1: the access log reopens its file (log rotation).
   void reopen_logs();
+  // SIGUSR2: start the binary at exe_ again, handing over the listening sockets (upgrade.h).
+  void upgrade();
 
  private:
   // Binds `workers` sockets for each listener of `cfg` whose key is not in `have`.
@@ -36,6 +40,11 @@ class Server {
                       std::vector<std::vector<ListenerFd>>* per_worker, std::string* err);
 
   std::string file_;
+  std::string exe_;
+  std::vector<std::string> argv_;
+  Inherited inherited_;
+  FdMap all_fds_;  // every listening socket, by listener key (for a binary upgrade)
+  int admin_fd_ = -1;
   std::unique_ptr<AccessLog> access_log_;
   std::shared_ptr<const Snapshot> snap_;
   std::vector<std::unique_ptr<Worker>> workers_;
@@ -47,7 +56,9 @@ class Server {
 std::string listener_key(const config::Listener& l);
 
 // Admin listener on the main loop: /healthz, /readyz, /metrics, POST /reload.
-bool start_admin(uv_loop_t* loop, const config::Address& addr, Server* server, uv_tcp_t* handle);
+// `inherited_fd` >= 0: a listening socket handed over by the previous process.
+bool start_admin(uv_loop_t* loop, const config::Address& addr, Server* server, uv_tcp_t* handle,
+                 int inherited_fd = -1);
 void close_admin_connections();
 
 }  // namespace parapet

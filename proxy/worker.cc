@@ -264,11 +264,15 @@ void Worker::on_stop(uv_async_t* a) {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }
   // Idle keep-alive connections go now; busy ones close after their exchange.
+  // A connection accepted but not yet read from has a request on its way: it gets its answer
+  // (with Connection: close). Keep-alive connections waiting between requests close now.
   for (ClientConn* c : w->client_conns()) {
-    if (c->ex == nullptr && !c->closing)
+    if (c->ex == nullptr && c->used && !c->closing) {
       c->close_now();
-    else
-      c->close_after = true;
+      continue;
+    }
+    c->close_after = true;
+    if (c->ex == nullptr && !c->closing) c->arm_timer(ClientConn::TimerKind::Linger);  // 2 s grace
   }
   uv_timer_start(&w->drain_timer_, on_drain_timeout, w->cfg().timeouts.shutdown_ms, 0);
   w->maybe_finish_stop();
