@@ -9,15 +9,17 @@
 #include "proxy/log.h"
 #include "proxy/outbox.h"
 #include "proxy/server.h"
+#include "proxy/tail.h"
 
 namespace parapet {
 
 namespace {
 
 const config::Limits kAdminLimits{};
+constexpr size_t kTailMaxQueued = 1 << 20;  // a slower tail reader loses lines beyond this
 char g_buf[16 * 1024];
 
-struct AdminConn final : Http1Handler {
+struct AdminConn final : Http1Handler, TailSubscriber {
   explicit AdminConn(Server* s)
       : server(s), parser(HTTP_REQUEST, &kAdminLimits, this), out(this, on_out) {
     tcp.data = this;
@@ -35,8 +37,37 @@ struct AdminConn final : Http1Handler {
       respond(200, "text/plain; version=0.0.4", server->metrics_text());
     else if (path == "/reload" && head.method == HTTP_POST)
       reload();
+    else if (path == "/tail" && head.method == HTTP_GET)
+      start_tail();
     else
       respond(404, "text/plain", "not found\n");
+    return true;
+  }
+  // Streams the tenant's exchanges as NDJSON in a chunked response until the client leaves.
+  void start_tail() {
+    std::string_view url = head.url();
+    size_t q = url.find('?');
+    std::string err;
+    if (!parse_tail_query(q == std::string_view::npos ? std::string_view() : url.substr(q + 1),
+                          &filter, &err)) {
+      respond(400, "text/plain", err + "\n");
+      return;
+    }
+    out.stage_copy(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-store\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n");
+    out.flush();
+    tailing = true;
+    server->tail()->subscribe(this);
+  }
+  bool deliver(std::string_view line) override {
+    if (closed || out.queued() > kTailMaxQueued) return false;
+    char size[24];
+    int n = std::snprintf(size, sizeof size, "%zx\r\n", line.size() + 1);
+    out.stage_copy(size, static_cast<size_t>(n));
+    out.stage_copy(line);
+    out.stage_copy("\n\r\n", 3);
+    out.flush();
     return true;
   }
   void reload() {
@@ -64,6 +95,7 @@ struct AdminConn final : Http1Handler {
   void close() {
     if (closed) return;
     closed = true;
+    if (tailing) server->tail()->unsubscribe(this);
     conns().erase(this);
     uv_close(reinterpret_cast<uv_handle_t*>(&tcp),
              [](uv_handle_t* h) { delete static_cast<AdminConn*>(h->data); });
@@ -84,12 +116,13 @@ struct AdminConn final : Http1Handler {
   MessageHead head;
   bool done = false;
   bool closed = false;
+  bool tailing = false;
 };
 
 void on_admin_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   auto* c = static_cast<AdminConn*>(s->data);
   if (nread == 0) return;
-  if (nread < 0 || c->done) {
+  if (nread < 0 || c->done || c->tailing) {
     if (nread < 0) c->close();
     return;
   }

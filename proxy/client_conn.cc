@@ -11,6 +11,7 @@
 #include "proxy/access_log.h"
 #include "proxy/conn.h"
 #include "proxy/log.h"
+#include "proxy/tail.h"
 #include "proxy/worker.h"
 
 namespace parapet {
@@ -582,7 +583,10 @@ void ClientConn::record(Exchange* e, const char* ended_by) {
   }
   if (e->rstats != nullptr) e->rstats->responses[cls].add();
   AccessLog* log = w->access_log();
-  if (log == nullptr) return;
+  TailHub* tail = w->tail();
+  const bool tailing = tail != nullptr && tail->active() && e->tstats != nullptr;
+  if (log == nullptr && !tailing) return;
+  const bool combined = e->snap->cfg().access_log.format == config::AccessLogConfig::Combined;
   thread_local std::string line;
   line.clear();
   char ip[64];
@@ -595,7 +599,7 @@ void ClientConn::record(Exchange* e, const char* ended_by) {
   const std::string_view tenant = e->tstats != nullptr
                                       ? std::string_view(e->snap->cfg().tenants[e->tenant].name)
                                       : std::string_view();
-  if (e->snap->cfg().access_log.format == config::AccessLogConfig::Combined) {
+  if (log != nullptr && combined) {
     const HeaderSpan* ref = e->req.find("referer");
     const HeaderSpan* ua = e->req.find("user-agent");
     line += ip;
@@ -614,7 +618,10 @@ void ClientConn::record(Exchange* e, const char* ended_by) {
     line += "\" \"";
     json_escape(line, ua != nullptr ? e->req.value(*ua) : "-");
     line += '"';
-  } else {
+    log->append(w->index(), line);
+    line.clear();
+  }
+  if (tailing || (log != nullptr && !combined)) {
     line += "{\"time\":\"";
     append_time(line, false);
     line += "\",\"request_id\":\"";
@@ -656,8 +663,9 @@ void ClientConn::record(Exchange* e, const char* ended_by) {
     line += ",\"ended_by\":\"";
     line += ended_by;
     line += "\"}";
+    if (log != nullptr && !combined) log->append(w->index(), line);
+    if (tailing) tail->publish(tenant, e->status, target, line);
   }
-  log->append(w->index(), line);
 }
 
 }  // namespace parapet

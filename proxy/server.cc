@@ -14,6 +14,7 @@
 
 #include "proxy/access_log.h"
 #include "proxy/log.h"
+#include "proxy/tail.h"
 #include "proxy/upgrade.h"
 
 namespace parapet {
@@ -220,17 +221,13 @@ int Server::run(config::Config cfg, std::string exe, std::vector<std::string> ar
       return 1;
     }
   }
+  tail_ = std::make_unique<TailHub>(loop);
   for (unsigned i = 0; i < snap_->cfg().workers; ++i) {
     workers_.push_back(std::make_unique<Worker>(i, snap_, fds[i]));
     workers_.back()->set_access_log(access_log_.get());
+    workers_.back()->set_tail(tail_.get());
   }
   for (auto& w : workers_) w->start();
-  log_error("ready workers=%zu pid=%d", workers_.size(), static_cast<int>(getpid()));
-  if (inherited_.parent > 0) {
-    log_error("upgrade: taking over from pid=%d, which drains now",
-              static_cast<int>(inherited_.parent));
-    kill(inherited_.parent, SIGTERM);
-  }
 
   auto on_signal = [](uv_signal_t* s, int signum) {
     auto* st = static_cast<MainState*>(s->data);
@@ -253,6 +250,8 @@ int Server::run(config::Config cfg, std::string exe, std::vector<std::string> ar
             uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigchld), nullptr);
             uv_close(reinterpret_cast<uv_handle_t*>(&s2->poll), nullptr);
             if (s2->has_admin) uv_close(reinterpret_cast<uv_handle_t*>(&s2->admin), nullptr);
+            close_admin_connections();  // live tails end with the process
+            s2->server->tail()->close();
           },
           20, 20);
     }
@@ -304,6 +303,14 @@ int Server::run(config::Config cfg, std::string exe, std::vector<std::string> ar
         }
       },
       SIGCHLD);
+
+  // Only now: a signal that arrives after this line is handled, never the default action.
+  log_error("ready workers=%zu pid=%d", workers_.size(), static_cast<int>(getpid()));
+  if (inherited_.parent > 0) {
+    log_error("upgrade: taking over from pid=%d, which drains now",
+              static_cast<int>(inherited_.parent));
+    kill(inherited_.parent, SIGTERM);
+  }
 
   uv_run(loop, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();

@@ -13,6 +13,7 @@
 namespace parapet {
 
 class AccessLog;
+class TailHub;
 
 class Server {
  public:
@@ -31,6 +32,7 @@ class Server {
   uint64_t generation() const { return generation_; }
   // SIGUSR1: the access log reopens its file (log rotation).
   void reopen_logs();
+  TailHub* tail() const { return tail_.get(); }
   // SIGUSR2: start the binary at exe_ again, handing over the listening sockets (upgrade.h).
   void upgrade();
 
@@ -46,6 +48,7 @@ class Server {
   FdMap all_fds_;  // every listening socket, by listener key (for a binary upgrade)
   int admin_fd_ = -1;
   std::unique_ptr<AccessLog> access_log_;
+  std::unique_ptr<TailHub> tail_;
   std::shared_ptr<const Snapshot> snap_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::string> listener_keys_;  // of snap_

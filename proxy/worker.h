@@ -35,6 +35,7 @@ struct WorkerStats {
 };
 
 class AccessLog;
+class TailHub;
 
 // A listening socket handed to a worker: `key` is "name@address", stable across reloads.
 struct ListenerFd {
@@ -61,6 +62,9 @@ class Worker {
   // The access log sink (owned by the Server; null when off) and this worker's producer index.
   void set_access_log(AccessLog* log) { access_log_ = log; }
   AccessLog* access_log() const { return access_log_; }
+  // The live tail hub (main thread's; workers only publish to it).
+  void set_tail(TailHub* t) { tail_ = t; }
+  TailHub* tail() const { return tail_; }
   // Per-tenant and per-route stats of snap_'s tenant `t` and route `r` (index in the tenant).
   TenantStats* tenant_stats(uint32_t t) { return tenant_map_[t]; }
   RouteStats* route_stats(uint32_t t, size_t r) { return route_map_[t][r]; }
@@ -139,6 +143,7 @@ class Worker {
   std::vector<TenantStats*> tenant_map_;
   std::vector<std::vector<RouteStats*>> route_map_;
   AccessLog* access_log_ = nullptr;
+  TailHub* tail_ = nullptr;
   uint64_t rng_;
   size_t client_count_ = 0;
   uint64_t id_seed_;

@@ -12,7 +12,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import Client, ParapetCase, build_request, demo_config  # noqa: E402
+from harness import (Client, ParapetCase, Reply, Stream, build_request, connect,  # noqa: E402
+                     demo_config)
 
 SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+]+|\+Inf|NaN)$')
 LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -186,6 +187,66 @@ class AccessLogTests(ParapetCase):
         line = self.read_lines(want=1)[0]
         self.assertRegex(line, r'^127\.0\.0\.1 - - \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] '
                                r'"GET /c HTTP/1\.1" 200 \d+ "http://r/" "tester/1"$')
+
+
+class LiveTail(ParapetCase):
+
+    def two_tenants(self, origin):
+        config = demo_config(origin)
+        other = dict(config["tenants"][0])
+        other.update({"name": "other", "hosts": ["other.example"]})
+        config["tenants"].append(other)
+        return config
+
+    def open_tail(self, query: str):
+        sock = connect(self.parapet.admin_port)
+        sock.sendall(build_request("GET", "/tail?" + query, host="admin"))
+        stream = Stream(sock, idle_timeout=3.0)
+        head = stream.read_until(b"\r\n\r\n", 65536)
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
+        self.assertIn(b"chunked", head.lower())
+        self.addCleanup(sock.close)
+        time.sleep(0.1)  # subscribed
+        return stream
+
+    def read_tail(self, stream, n):
+        recs = []
+        while len(recs) < n:
+            size = int(stream.read_line().strip(), 16)
+            chunk = stream.read_exact(size)
+            stream.read_line()
+            recs.append(json.loads(chunk))
+        return recs
+
+    def test_tail_shows_only_the_tenants_own_requests(self):
+        origin = self.start_origin()
+        self.start_parapet(self.two_tenants(origin))
+        stream = self.open_tail("tenant=demo")
+        self.get("/other-1", host="other.example")
+        self.get("/mine-1")
+        self.get("/other-2", host="other.example")
+        self.get("/mine-2")
+        recs = self.read_tail(stream, 2)
+        self.assertEqual([r["path"] for r in recs], ["/mine-1", "/mine-2"])
+        self.assertEqual({r["tenant"] for r in recs}, {"demo"})
+
+    def test_tail_filters_by_status_and_path(self):
+        origin = self.start_origin(lambda req: Reply(status=404 if "missing" in req.path else 200))
+        self.start_parapet(self.two_tenants(origin))
+        stream = self.open_tail("tenant=demo&status=4xx&path=/api")
+        self.get("/api/ok")
+        self.get("/web/missing")
+        self.get("/api/missing")
+        recs = self.read_tail(stream, 1)
+        self.assertEqual([(r["path"], r["status"]) for r in recs], [("/api/missing", 404)])
+
+    def test_tail_needs_a_tenant(self):
+        self.start_parapet(demo_config(self.start_origin()))
+        with Client(self.parapet.admin_port) as c:
+            c.send(build_request("GET", "/tail?status=5xx", host="admin"))
+            resp = c.response()
+        self.assertEqual(resp.status, 400)
+        self.assertIn(b"tenant is required", resp.body)
 
 
 class TraceContextTests(ParapetCase):
