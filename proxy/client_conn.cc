@@ -86,6 +86,7 @@ void Exchange::reset(ClientConn* c, std::shared_ptr<const Snapshot> s, uint64_t 
   tstats = nullptr;
   rstats = nullptr;
   has_trace = false;
+  in_head_phase = false;
 }
 
 void Exchange::format_peer(char* out, size_t n) const {
@@ -150,12 +151,15 @@ void ClientConn::pause_reading() {
   if (read_stopped || closed) return;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
   read_stopped = true;
+  // Time spent paused by us (the origin is slow to take the body) is not the client's fault.
+  if (timer_kind == TimerKind::Body) wk()->timers().disarm(&timer);
 }
 
 void ClientConn::resume_reading() {
   if (!read_stopped || closed || eof) return;
   read_stopped = false;
   uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), Worker::alloc_cb, on_read);
+  if (ex != nullptr && !ex->req_done && ex->has_body && !timer.armed()) arm_timer(TimerKind::Body);
 }
 
 void ClientConn::flush_all() {
@@ -277,7 +281,10 @@ int ClientConn::on_head() {
     wk()->timers().disarm(&timer);
   }
   if (wk()->draining()) close_after = true;
-  if (phase_route(e) == Flow::Respond || phase_upstream(e) == Flow::Respond) {
+  e->in_head_phase = true;  // a local answer now cannot keep the connection if a body follows
+  const bool answered = phase_route(e) == Flow::Respond || phase_upstream(e) == Flow::Respond;
+  e->in_head_phase = false;
+  if (answered) {
     if (e->has_body || r.upgrade) {
       close_after = true;
       return -1;  // stop parsing: the body is not read
@@ -301,7 +308,12 @@ void ClientConn::on_body(const char* p, size_t n) {
   } else {
     o.stage_ref(p, n);
   }
-  arm_timer(TimerKind::Body);
+  // The client is sending: its body timer restarts (unless it is stalling our response: the
+  // send timer stays), and so does the origin's, which is waiting for the rest of the body.
+  if (timer_kind != TimerKind::Send) arm_timer(TimerKind::Body);
+  if (e->origin->timer_kind == OriginConn::TimerKind::Response) {
+    e->origin->arm_timer(OriginConn::TimerKind::Response);
+  }
 }
 
 bool ClientConn::on_message_complete() {
@@ -319,7 +331,8 @@ void ClientConn::reply(int status, const char* reason, bool close) {
   if (ex == nullptr) ex = wk()->new_exchange(this);
   Exchange* e = ex;
   const char* phrase = status_phrase(status);
-  bool closing_now = close || close_after || !e->req.keep_alive || wk()->draining();
+  bool closing_now = close || close_after || !e->req.keep_alive || wk()->draining() ||
+                     (e->in_head_phase && (e->has_body || e->req.upgrade));
   if (closing_now) close_after = true;
   char body[256];
   int bn = std::snprintf(body, sizeof body, "%d %s\nreason: %s\nrequest_id: %.*s\n", status, phrase,
@@ -373,7 +386,8 @@ void ClientConn::finish_exchange() {
     close_gracefully();
     return;
   }
-  arm_timer(TimerKind::Keepalive);
+  // A response still being written is the client's to read: the send timer runs until it is.
+  arm_timer(out.queued() > 0 ? TimerKind::Send : TimerKind::Keepalive);
   set_nodelay();
   parser.resume();
   if (backlog && !backlog->empty()) {
@@ -511,7 +525,12 @@ void ClientConn::on_out_event(void* owner, Outbox*, Outbox::Event ev, int) {
       c->start_shutdown();
     return;
   }
-  if (c->timer_kind == TimerKind::Send) c->wk()->timers().disarm(&c->timer);
+  if (c->timer_kind == TimerKind::Send) {
+    if (c->ex == nullptr)
+      c->arm_timer(TimerKind::Keepalive);  // written out: now idle
+    else
+      c->wk()->timers().disarm(&c->timer);
+  }
   OriginConn* oc = c->ex != nullptr ? c->ex->origin : nullptr;
   if (oc != nullptr && oc->read_stopped) {
     oc->read_stopped = false;

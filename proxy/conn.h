@@ -161,6 +161,7 @@ struct Exchange {
   RouteStats* rstats = nullptr;
   TraceContext trace{};
   bool has_trace = false;
+  bool in_head_phase = false;  // the phases of on_head are running
   uint8_t attempts = 0;
   bool req_done = false;      // request fully read from the client (and staged upstream)
   bool resp_done = false;     // response fully staged to the client

@@ -271,6 +271,12 @@ int Http1Parser::validate_request_head() {
   // llhttp 8.1 reports a request Transfer-Encoding that is not chunked (gzip, xchunked) only
   // after the head; refuse it here so no handler ever sees such a head.
   if ((p_.flags & F_TRANSFER_ENCODING) != 0 && !h->chunked) return fail(HttpError::BadRequest);
+  // Other codings before the final chunked ("gzip, chunked") are legal HTTP but no origin
+  // behind an edge needs them, and forwarding them faithfully is one more ambiguity: refuse.
+  if (h->chunked) {
+    const HeaderSpan* te = h->find("transfer-encoding");
+    if (te == nullptr || !iequals(h->value(*te), "chunked")) return fail(HttpError::BadRequest);
+  }
   const HeaderSpan* host = nullptr;
   for (const HeaderSpan& hs : h->headers) {
     if (hs.name_len == 4 && strncasecmp(h->buf.data() + hs.name_off, "host", 4) == 0) {

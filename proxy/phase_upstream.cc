@@ -159,7 +159,8 @@ void join_values(const MessageHead& m, Hdr cls, std::string& out) {
   }
 }
 
-void build_forward_head(Exchange* ex) {
+// False when the request cannot be forwarded faithfully (too many Connection tokens).
+bool build_forward_head(Exchange* ex) {
   const MessageHead& r = ex->req;
   std::string& f = ex->fwd;
   f.clear();
@@ -170,7 +171,8 @@ void build_forward_head(Exchange* ex) {
   f.append(" HTTP/1.1\r\n", 11);
   ConnTokens conn;
   conn.collect(r);
-  bool saw_xff = false, saw_via = false, saw_id = false;
+  if (conn.overflow) return false;
+  bool saw_xff = false, saw_via = false, saw_id = false, saw_host = false;
   char ip[64];
   ex->format_peer(ip, sizeof ip);
   for (const HeaderSpan& h : r.headers) {
@@ -198,7 +200,8 @@ void build_forward_head(Exchange* ex) {
         f.append("\r\n", 2);
         continue;
       case Hdr::Host:
-        append_header(f, name, ex->absolute_form ? ex->host : value);
+        if (!saw_host) append_header(f, name, ex->absolute_form ? ex->host : value);
+        saw_host = true;
         continue;
       case Hdr::XForwardedFor:
         if (!saw_xff) {
@@ -253,6 +256,8 @@ void build_forward_head(Exchange* ex) {
     f.append(ip);
     f.append("\r\n", 2);
   }
+  // An HTTP/1.0 request in absolute form may come without Host: HTTP/1.1 needs one.
+  if (!saw_host && !ex->host.empty()) append_header(f, "Host", ex->host);
   f.append("X-Forwarded-Proto: http\r\n");
   if (!ex->host.empty()) append_header(f, "X-Forwarded-Host", ex->host);
   if (!saw_via) f.append("Via: 1.1 parapet\r\n");
@@ -266,6 +271,7 @@ void build_forward_head(Exchange* ex) {
   }
   if (r.upgrade) f.append("Connection: upgrade\r\n");
   f.append("\r\n", 2);
+  return true;
 }
 
 std::string_view hash_key(Exchange* ex, char* ipbuf, size_t n) {
@@ -376,7 +382,10 @@ bool attach_origin(Exchange* ex) {
 }  // namespace
 
 Flow phase_upstream(Exchange* ex) {
-  build_forward_head(ex);
+  if (!build_forward_head(ex)) {
+    ex->client->reply(400, "http.too_many_connection_tokens", true);
+    return Flow::Respond;
+  }
   if (!attach_origin(ex)) {
     ex->client->reply(503, "upstream.unavailable", false);
     return Flow::Respond;
@@ -641,11 +650,13 @@ void OriginConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   if (ex->tunnel) {
+    oc->arm_timer(TimerKind::Response);  // the tunnel's idle timeout, re-armed both ways
     c->out.stage_ref(buf->base, static_cast<size_t>(nread));
     c->out.flush();
     if (c->out.queued() > kHighWater) {
       uv_read_stop(s);
       oc->read_stopped = true;
+      c->arm_timer(ClientConn::TimerKind::Send);
     }
     return;
   }
@@ -672,13 +683,17 @@ void OriginConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
       c->out.stage_ref(buf->base + r.consumed, static_cast<size_t>(nread) - r.consumed);
     }
     c->out.flush();
-    oc->w->timers().disarm(&oc->timer);
+    // From now on the origin connection's timer is the tunnel's idle timeout (response_timeout,
+    // re-armed by bytes in either direction); the client's request timers no longer apply.
+    oc->arm_timer(TimerKind::Response);
     oc->w->timers().disarm(&c->timer);
     if (c->backlog && !c->backlog->empty()) {
       oc->out.stage_copy(*c->backlog);
       c->backlog->clear();
       oc->out.flush();
     }
+    c->resume_reading();  // it may have paused on a large backlog
+    c->flush_all();
     return;
   }
   c->out.flush();
@@ -735,6 +750,8 @@ void build_response_head(Exchange* ex, OriginConn* oc) {
   }
   ConnTokens conn;
   conn.collect(r);
+  std::string_view te_codings;
+  if (conn.overflow) oc->bad_head = true;  // hop-by-hop headers we could not all strip: 502
   for (const HeaderSpan& hs : r.headers) {
     std::string_view name = r.name(hs);
     switch (classify(name)) {
@@ -743,8 +760,17 @@ void build_response_head(Exchange* ex, OriginConn* oc) {
       case Hdr::ProxyConnection:
       case Hdr::TE:
       case Hdr::Trailer:
-      case Hdr::TransferEncoding:
         continue;
+      case Hdr::TransferEncoding: {
+        // Keep the content codings ("gzip" of "gzip, chunked"): the body stays coded; only
+        // the chunked framing is ours.
+        std::string_view v = r.value(hs);
+        size_t cut = v.size();
+        if (cut >= 7 && iequals(v.substr(cut - 7), "chunked")) cut -= 7;
+        while (cut > 0 && (v[cut - 1] == ' ' || v[cut - 1] == ',' || v[cut - 1] == '\t')) --cut;
+        if (cut > 0) te_codings = v.substr(0, cut);
+        continue;
+      }
       case Hdr::Upgrade:
         if (st == 101) append_header(h, name, r.value(hs));
         continue;
@@ -756,7 +782,16 @@ void build_response_head(Exchange* ex, OriginConn* oc) {
     }
     append_header(h, name, r.value(hs));
   }
-  if (chunk) h.append("Transfer-Encoding: chunked\r\n");
+  if (chunk) {
+    h.append("Transfer-Encoding: ");
+    if (!te_codings.empty()) {
+      h.append(te_codings);
+      h.append(", ");
+    }
+    h.append("chunked\r\n");
+  } else if (!te_codings.empty() && !no_body) {
+    oc->bad_head = true;  // a coded body for an HTTP/1.0 client that cannot be told: 502
+  }
   if (no_body && ex->is_head && r.chunked) h.append("Transfer-Encoding: chunked\r\n");
   if (st == 101) {
     h.append("Connection: upgrade\r\n");
@@ -780,6 +815,7 @@ int OriginConn::on_head() {
     interim = true;
     if (e->req.minor >= 1) {
       build_response_head(e, this);
+      if (bad_head) return -1;
       e->client->out.stage_copy(e->resp_head);
     }
     return 0;
@@ -791,6 +827,7 @@ int OriginConn::on_head() {
   }
   pool->fails = 0;
   build_response_head(e, this);
+  if (bad_head) return -1;
   e->client->out.stage_ref(e->resp_head.data(), e->resp_head.size());
   e->status = st;
   e->t_first_byte_ns = uv_hrtime();

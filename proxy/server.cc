@@ -71,6 +71,7 @@ bool Server::bind_listeners(const config::Config& cfg, const std::vector<std::st
                             std::vector<std::vector<ListenerFd>>* per_worker, std::string* err) {
   const size_t n = workers_.empty() ? cfg.workers : workers_.size();
   per_worker->assign(n, {});
+  FdMap added;  // merged into all_fds_ only when every listener is bound
   for (const config::Listener& l : cfg.listeners) {
     const std::string key = listener_key(l);
     if (std::find(have.begin(), have.end(), key) != have.end()) continue;
@@ -86,7 +87,7 @@ bool Server::bind_listeners(const config::Config& cfg, const std::vector<std::st
       log_error("listening name=%s address=%s (inherited)", l.name.c_str(), addr_text(sa).c_str());
       for (size_t j = 0; j < inherited.size(); ++j) {
         (*per_worker)[j % n].push_back(ListenerFd{key, inherited[j]});
-        all_fds_[key].push_back(inherited[j]);
+        added[key].push_back(inherited[j]);
       }
     }
     for (size_t w = inherited.size(); w < n; ++w) {
@@ -107,8 +108,12 @@ bool Server::bind_listeners(const config::Config& cfg, const std::vector<std::st
         log_error("listening name=%s address=%s", l.name.c_str(), addr_text(sa).c_str());
       }
       (*per_worker)[w].push_back(ListenerFd{key, fd});
-      all_fds_[key].push_back(fd);
+      added[key].push_back(fd);
     }
+  }
+  for (auto& [key, fds] : added) {
+    std::vector<int>& v = all_fds_[key];
+    v.insert(v.end(), fds.begin(), fds.end());
   }
   return true;
 }

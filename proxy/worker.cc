@@ -268,7 +268,11 @@ void Worker::on_stop(uv_async_t* a) {
   // (with Connection: close). Keep-alive connections waiting between requests close now.
   for (ClientConn* c : w->client_conns()) {
     if (c->ex == nullptr && c->used && !c->closing) {
-      c->close_now();
+      // Idle, or still writing its last response: close once that is written.
+      if (c->out.queued() > 0)
+        c->close_gracefully();
+      else
+        c->close_now();
       continue;
     }
     c->close_after = true;
