@@ -160,7 +160,21 @@ class Loader {
         error(n, "listener address is required");
       }
       if (auto tls = n["tls"]) {
-        error(tls, "TLS listeners are not supported by this build yet (the TLS issue)");
+        l.tls = true;
+        if (tls.IsMap()) {
+          check_keys(tls, "listener tls", {"no_sni"});
+          if (auto ns = tls["no_sni"]) {
+            std::string v;
+            if (scalar(ns, "tls.no_sni", &v)) {
+              if (v == "reject")
+                l.tls_reject_no_sni = true;
+              else if (v != "default")
+                error(ns, "tls.no_sni must be default or reject, got '" + v + "'");
+            }
+          }
+        } else if (!tls.IsNull()) {
+          error(tls, "listener tls must be a mapping ({} for the defaults)");
+        }
       }
       c->listeners.push_back(std::move(l));
     }
@@ -231,7 +245,8 @@ class Loader {
       } else {
         error(n, "tenant name is required");
       }
-      for (const char* later : {"tls", "cache", "policies", "rules", "lua"}) {
+      if (auto tls = n["tls"]) tenant_tls(tls, &t);
+      for (const char* later : {"cache", "policies", "rules", "lua"}) {
         if (auto v = n[later]) {
           // Accepting these and ignoring them would let an operator believe a rule or a
           // certificate is in force. Refuse until the feature exists.
@@ -242,6 +257,34 @@ class Loader {
       origins(n["origins"], n, &t);
       routes(n["routes"], n, &t);
       c->tenants.push_back(std::move(t));
+    }
+  }
+
+  void tenant_tls(const YAML::Node& tls, Tenant* t) {
+    if (!check_keys(tls, "tenant tls", {"certificates"})) return;
+    auto cs = tls["certificates"];
+    if (!cs || !cs.IsSequence() || cs.size() == 0) {
+      error(cs ? cs : tls, "tls.certificates must be a non-empty list of {cert, key}");
+      return;
+    }
+    for (const auto& c : cs) {
+      if (!check_keys(c, "a certificate", {"cert", "key"})) continue;
+      Certificate cert;
+      std::ostringstream where;
+      where << file_ << ':' << (c.Mark().line + 1) << ':' << (c.Mark().column + 1);
+      cert.where = where.str();
+      if (!c["cert"] || !scalar(c["cert"], "cert", &cert.cert))
+        error(c, "certificate 'cert' (a PEM file) is required");
+      if (!c["key"] || !scalar(c["key"], "key", &cert.key))
+        error(c, "certificate 'key' (a PEM file) is required");
+      // Relative paths are relative to the config file's folder.
+      for (std::string* path : {&cert.cert, &cert.key}) {
+        if (!path->empty() && (*path)[0] != '/') {
+          size_t slash = file_.rfind('/');
+          if (slash != std::string::npos) *path = file_.substr(0, slash + 1) + *path;
+        }
+      }
+      t->certificates.push_back(std::move(cert));
     }
   }
 

@@ -27,6 +27,13 @@ struct Address {
 struct Listener {
   std::string name;
   Address address;
+  bool tls = false;
+  bool tls_reject_no_sni = false;  // tls.no_sni: reject (else the default certificate)
+};
+
+struct Certificate {
+  std::string cert, key;  // PEM files (chain in cert)
+  std::string where;      // "file:line:col" of the entry, for errors found when loading them
 };
 
 struct Limits {
@@ -73,7 +80,8 @@ struct Route {
 
 struct Tenant {
   std::string name;
-  std::vector<std::string> hosts;  // lowercased; "*.example.com" for any subdomain
+  std::vector<std::string> hosts;         // lowercased; "*.example.com" for any subdomain
+  std::vector<Certificate> certificates;  // served by SNI for the tenant's hosts
   std::vector<Origin> origins;
   std::vector<Route> routes;  // sorted by path length, longest first
 };

@@ -2,6 +2,7 @@
 // head, streams request bodies upstream, answers locally when a phase or the codec says so, and
 // decides keep-alive, pipelining and closing.
 #include <arpa/inet.h>
+#include <openssl/err.h>
 
 #include <charconv>
 #include <cinttypes>
@@ -90,8 +91,8 @@ void Exchange::reset(ClientConn* c, std::shared_ptr<const Snapshot> s, uint64_t 
 }
 
 void Exchange::format_peer(char* out, size_t n) const {
-  if (client->peer != nullptr) {
-    auto* s6 = reinterpret_cast<const sockaddr_in6*>(client->peer);
+  if (client->extras && client->extras->v6) {
+    auto* s6 = reinterpret_cast<const sockaddr_in6*>(&client->extras->peer6);
     inet_ntop(AF_INET6, &s6->sin6_addr, out, static_cast<socklen_t>(n));
   } else {
     inet_ntop(AF_INET, &client->peer_v4, out, static_cast<socklen_t>(n));
@@ -104,9 +105,9 @@ ClientConn::ClientConn(Worker* worker)
   timer.owner = this;
 }
 
-ClientConn::~ClientConn() { delete peer; }
+ClientConn::~ClientConn() = default;
 
-void ClientConn::start() {
+void ClientConn::start(const std::shared_ptr<const TlsContexts>& tls_ctx, bool reject_no_sni) {
   // TCP_NODELAY waits until a connection is kept alive or a response takes several writes:
   // a connection that gets one response in one write never needs it (one syscall less).
   sockaddr_storage ss{};
@@ -115,12 +116,72 @@ void ClientConn::start() {
     if (ss.ss_family == AF_INET) {
       peer_v4 = reinterpret_cast<sockaddr_in*>(&ss)->sin_addr.s_addr;
     } else {
-      peer = new sockaddr_storage(ss);
+      ext().peer6 = ss;
+      ext().v6 = true;
     }
   }
   out.attach(reinterpret_cast<uv_stream_t*>(&tcp));
+  if (tls_ctx != nullptr) {
+    SSL* ssl = tls_ctx->new_ssl(reject_no_sni);
+    if (ssl == nullptr) {
+      close_now();
+      return;
+    }
+    ext().tls = std::make_unique<TlsConn>(ssl);
+    extras->tls->ctx = tls_ctx;
+    out.set_tls(ssl);
+  }
   uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), Worker::alloc_cb, on_read);
-  arm_timer(TimerKind::Header);
+  arm_timer(TimerKind::Header);  // also bounds the TLS handshake
+}
+
+void ClientConn::on_cipher(const char* data, size_t len) {
+  TlsConn* t = tls();
+  BIO_write(t->rbio, data, static_cast<int>(len));
+  if (!t->handshake_done) {
+    int r = SSL_do_handshake(t->ssl);
+    if (r != 1) {
+      int e = SSL_get_error(t->ssl, r);
+      out.flush();  // our part of the handshake, or the alert
+      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+        wk()->stats().tls_failures.add();
+        ERR_clear_error();
+        close_now();
+      }
+      return;
+    }
+    t->handshake_done = true;
+    wk()->stats().tls_handshakes.add();
+    if (const char* sni = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name)) {
+      std::string name(sni);
+      for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      int tid = wk()->snapshot()->find_tenant(name);
+      if (tid >= 0)
+        extras->sni_tenant = wk()->snapshot()->cfg().tenants[static_cast<size_t>(tid)].name;
+    }
+  }
+  // The ciphertext is in the BIO now: the worker's read buffer takes the plaintext.
+  char* buf;
+  size_t cap;
+  Worker::read_buffer(&buf, &cap);
+  while (!closed) {
+    int n = SSL_read(t->ssl, buf, static_cast<int>(cap));
+    if (n > 0) {
+      on_plain(buf, static_cast<size_t>(n));
+      if (closing) return;
+      continue;
+    }
+    int e = SSL_get_error(t->ssl, n);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
+    ERR_clear_error();
+    if (e == SSL_ERROR_ZERO_RETURN) {
+      on_eof();  // close_notify
+    } else {
+      close_now();
+    }
+    return;
+  }
+  out.flush();  // e.g. TLS 1.3 session tickets after the handshake
 }
 
 void ClientConn::arm_timer(TimerKind kind) {
@@ -178,7 +239,18 @@ void ClientConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   if (c->closing) return;  // lingering close: read and discard
-  Exchange* ex = c->ex;
+  if (c->tls() != nullptr) {
+    c->on_cipher(buf->base, static_cast<size_t>(nread));
+    return;
+  }
+  c->on_plain(buf->base, static_cast<size_t>(nread));
+}
+
+void ClientConn::on_plain(const char* data, size_t len) {
+  ClientConn* c = this;
+  const uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
+  const uv_buf_t* buf = &b;
+  const ssize_t nread = static_cast<ssize_t>(len);
   if (ex != nullptr && ex->tunnel) {
     if (ex->origin == nullptr) return;
     ex->origin->out.stage_ref(buf->base, static_cast<size_t>(nread));
@@ -187,9 +259,9 @@ void ClientConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   }
   if (ex != nullptr && ex->req_done) {
     // The parser waits for the current response: keep the bytes (pipelining, upgrade data).
-    if (!c->backlog) c->backlog = std::make_unique<std::string>();
-    c->backlog->append(buf->base, static_cast<size_t>(nread));
-    if (c->backlog->size() > c->wk()->cfg().limits.max_header_bytes + 64 * 1024) c->pause_reading();
+    std::string& bl = c->backlog();
+    bl.append(buf->base, static_cast<size_t>(nread));
+    if (bl.size() > c->wk()->cfg().limits.max_header_bytes + 64 * 1024) c->pause_reading();
     return;
   }
   c->consume(buf->base, static_cast<size_t>(nread));
@@ -200,8 +272,7 @@ void ClientConn::consume(const char* data, size_t len) {
   while (off < len && !closing) {
     if (ex != nullptr && ex->req_done) {
       // Paused behind an exchange in progress: the rest waits (pipelined requests).
-      if (!backlog) backlog = std::make_unique<std::string>();
-      backlog->append(data + off, len - off);
+      backlog().append(data + off, len - off);
       break;
     }
     Http1Parser::Result r = parser.execute(data + off, len - off);
@@ -214,8 +285,7 @@ void ClientConn::consume(const char* data, size_t len) {
     if (r.status == Http1Parser::Status::Upgrade) {
       // The rest belongs to the upgraded protocol: it goes upstream after a 101.
       if (off < len) {
-        if (!backlog) backlog = std::make_unique<std::string>();
-        backlog->append(data + off, len - off);
+        backlog().append(data + off, len - off);
       }
       if (ex != nullptr && ex->done()) {
         end_exchange();
@@ -390,9 +460,9 @@ void ClientConn::finish_exchange() {
   arm_timer(out.queued() > 0 ? TimerKind::Send : TimerKind::Keepalive);
   set_nodelay();
   parser.resume();
-  if (backlog && !backlog->empty()) {
+  if (has_backlog()) {
     std::string pending;
-    pending.swap(*backlog);
+    pending.swap(backlog());
     consume(pending.data(), pending.size());
   } else {
     flush_all();
@@ -406,14 +476,15 @@ void ClientConn::close_gracefully() {
   // Lingering (FIN, then read and discard for a while) is only needed when the client may
   // still be sending: a refused or cut request, or pipelined requests we will not answer.
   // Otherwise a reset cannot destroy the last response, and the socket closes once flushed.
-  linger = parser.in_message() || (backlog && !backlog->empty());
+  linger = parser.in_message() || has_backlog();
   if (ex != nullptr) {
     record(ex, "proxy");
     if (ex->origin != nullptr) upstream_abort(ex);
     wk()->free_exchange(ex);
     ex = nullptr;
   }
-  backlog.reset();
+  if (extras) std::string().swap(extras->backlog);
+  if (TlsConn* t = tls(); t != nullptr && t->handshake_done) SSL_shutdown(t->ssl);  // close_notify
   out.flush();
   if (linger && read_stopped) {
     read_stopped = false;
@@ -469,7 +540,7 @@ void ClientConn::close_now() {
     wk()->free_exchange(ex);
     ex = nullptr;
   }
-  backlog.reset();
+  if (extras) std::string().swap(extras->backlog);
   wk()->remove_client(this);
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_closed);
 }
@@ -677,6 +748,17 @@ void ClientConn::record(Exchange* e, const char* ended_by) {
     append_ms(line, e->t_upstream_ns, e->t_connected_ns);
     line += ",\"upstream_first_byte_ms\":";
     append_ms(line, e->t_upstream_ns, e->t_first_byte_ns);
+    if (TlsConn* t = tls()) {
+      const char* sni = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
+      line += ",\"tls\":\"";
+      line += SSL_get_version(t->ssl);
+      line += "\",\"cipher\":\"";
+      line += SSL_get_cipher_name(t->ssl);
+      line += "\",\"sni\":\"";
+      if (sni != nullptr) json_escape(line, sni);
+      line += "\",\"tls_resumed\":";
+      line += SSL_session_reused(t->ssl) ? "true" : "false";
+    }
     line += ",\"attempts\":";
     append_uint(line, e->attempts);
     line += ",\"ended_by\":\"";

@@ -24,6 +24,7 @@
 #include "proxy/snapshot.h"
 #include "proxy/stats.h"
 #include "proxy/timer.h"
+#include "proxy/tls.h"
 #include "proxy/trace.h"
 
 namespace parapet {
@@ -80,7 +81,12 @@ struct ClientConn final : Http1Handler {
   void on_body(const char* p, size_t n) override;
   bool on_message_complete() override;
 
-  void start();  // after uv_accept
+  // After uv_accept. `tls`: the connection came on a TLS listener.
+  void start(const std::shared_ptr<const TlsContexts>& tls, bool reject_no_sni);
+  TlsConn* tls() const { return extras ? extras->tls.get() : nullptr; }
+  // Plaintext from the socket (or from TLS): tunnel, backlog or parser.
+  void on_plain(const char* data, size_t len);
+  void on_cipher(const char* data, size_t len);
   void consume(const char* data, size_t len);
   // Writes a complete local response (error or otherwise) for the current exchange.
   void reply(int status, const char* reason, bool close);
@@ -118,9 +124,22 @@ struct ClientConn final : Http1Handler {
   Outbox out;
   TimerNode timer;
   Exchange* ex = nullptr;
-  std::unique_ptr<std::string> backlog;  // read while the parser waits (pipelining, upgrade)
-  sockaddr_storage* peer = nullptr;      // allocated only for IPv6 peers
-  uint32_t peer_v4 = 0;                  // network order
+  // What only some connections need (an IPv6 peer address, TLS), allocated for those only.
+  struct Extras {
+    sockaddr_storage peer6{};
+    bool v6 = false;
+    std::unique_ptr<TlsConn> tls;
+    std::string sni_tenant;  // tenant of the TLS SNI name (empty: no SNI, or no tenant)
+    std::string backlog;     // read while the parser waits (pipelining, upgrade)
+  };
+  std::unique_ptr<Extras> extras;
+  Extras& ext() {
+    if (!extras) extras = std::make_unique<Extras>();
+    return *extras;
+  }
+  bool has_backlog() const { return extras && !extras->backlog.empty(); }
+  std::string& backlog() { return ext().backlog; }
+  uint32_t peer_v4 = 0;  // network order
   TimerKind timer_kind = TimerKind::Header;
   bool closing = false;
   bool closed = false;

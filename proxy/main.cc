@@ -64,6 +64,14 @@ int main(int argc, char** argv) {
                  r.errors.size());
     return 1;
   }
+  std::vector<std::string> tls_errors;
+  parapet::build_tls(r.config, &tls_errors);  // certificates: readable, matching, not expired
+  if (!tls_errors.empty()) {
+    for (const std::string& e : tls_errors) std::fprintf(stderr, "%s\n", e.c_str());
+    std::fprintf(stderr, "parapet: %s: %zu error(s), configuration refused\n", file.c_str(),
+                 tls_errors.size());
+    return 1;
+  }
   if (check) {
     std::printf("parapet: %s: configuration ok\n", file.c_str());
     return 0;

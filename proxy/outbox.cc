@@ -90,6 +90,37 @@ size_t Outbox::queued() const {
 bool Outbox::writing() const { return st_ != nullptr && st_->writing; }
 
 void Outbox::flush() {
+  if (ssl_ != nullptr) {
+    flush_tls();
+    return;
+  }
+  flush_plain();
+}
+
+void Outbox::flush_tls() {
+  // Encrypt what is staged (one record per piece, at most 16 KiB each), then hand the
+  // ciphertext to the plaintext path as one piece borrowed from the BIO until it returns.
+  if (st_ != nullptr) {
+    for (const Piece& pc : st_->staged) {
+      const char* p = pc.p ? pc.p : st_->scratch.data() + pc.off;
+      SSL_write(ssl_, p, static_cast<int>(pc.len));  // a memory BIO takes everything
+    }
+    st_->staged.clear();
+    st_->scratch.clear();
+  }
+  BIO* wbio = SSL_get_wbio(ssl_);
+  char* data = nullptr;
+  long n = BIO_get_mem_data(wbio, &data);
+  if (n > 0) {
+    state()->staged.push_back(Piece{data, 0, static_cast<size_t>(n)});
+    flush_plain();  // copies whatever the kernel does not take
+    (void)BIO_reset(wbio);
+  } else {
+    flush_plain();
+  }
+}
+
+void Outbox::flush_plain() {
   State* s = st_;
   if (s == nullptr) return;
   if (s->staged.empty()) {

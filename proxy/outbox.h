@@ -12,6 +12,7 @@
 // from inside flush(), so callers never see re-entrancy.
 #pragma once
 
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include <cstddef>
@@ -33,6 +34,9 @@ class Outbox {
 
   // The stream is connected: queued bytes may go. Until then flush() only queues.
   void attach(uv_stream_t* stream);
+  // TLS: staged bytes are plaintext; flush() encrypts them with SSL_write and writes what the
+  // SSL's memory write BIO holds (handshake records included).
+  void set_tls(SSL* ssl) { ssl_ = ssl; }
   void stage_ref(const char* p, size_t n);
   void stage_copy(const char* p, size_t n);
   void stage_copy(std::string_view s) { stage_copy(s.data(), s.size()); }
@@ -63,6 +67,8 @@ class Outbox {
 
  private:
   State* state();
+  void flush_plain();
+  void flush_tls();
   void maybe_release();
   void start_write();
   static void on_write(uv_write_t* req, int status);
@@ -71,6 +77,7 @@ class Outbox {
   EventFn fn_;
   uv_stream_t* stream_ = nullptr;
   State* st_ = nullptr;
+  SSL* ssl_ = nullptr;
 };
 
 }  // namespace parapet

@@ -54,6 +54,13 @@ Flow phase_route(Exchange* ex) {
     return Flow::Respond;
   }
   Worker* w = c->wk();
+  // The certificate was chosen by SNI for one tenant: a Host of another tenant on the same
+  // connection would cross tenants (RFC 9110 section 7.4: 421).
+  if (c->tls() != nullptr && !c->extras->sni_tenant.empty() &&
+      c->extras->sni_tenant != ex->snap->cfg().tenants[static_cast<size_t>(tenant)].name) {
+    c->reply(421, "route.sni_mismatch", false);
+    return Flow::Respond;
+  }
   ex->tenant = static_cast<uint32_t>(tenant);
   ex->tstats = w->tenant_stats(ex->tenant);
   std::string_view path = ex->target.substr(0, ex->target.find('?'));

@@ -258,7 +258,8 @@ bool build_forward_head(Exchange* ex) {
   }
   // An HTTP/1.0 request in absolute form may come without Host: HTTP/1.1 needs one.
   if (!saw_host && !ex->host.empty()) append_header(f, "Host", ex->host);
-  f.append("X-Forwarded-Proto: http\r\n");
+  f.append(ex->client->tls() != nullptr ? "X-Forwarded-Proto: https\r\n"
+                                        : "X-Forwarded-Proto: http\r\n");
   if (!ex->host.empty()) append_header(f, "X-Forwarded-Host", ex->host);
   if (!saw_via) f.append("Via: 1.1 parapet\r\n");
   if (!saw_id) append_header(f, "X-Request-Id", ex->request_id);
@@ -687,9 +688,9 @@ void OriginConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     // re-armed by bytes in either direction); the client's request timers no longer apply.
     oc->arm_timer(TimerKind::Response);
     oc->w->timers().disarm(&c->timer);
-    if (c->backlog && !c->backlog->empty()) {
-      oc->out.stage_copy(*c->backlog);
-      c->backlog->clear();
+    if (c->has_backlog()) {
+      oc->out.stage_copy(c->backlog());
+      c->backlog().clear();
       oc->out.flush();
     }
     c->resume_reading();  // it may have paused on a large backlog

@@ -15,6 +15,7 @@
 #include "proxy/access_log.h"
 #include "proxy/log.h"
 #include "proxy/tail.h"
+#include "proxy/tls.h"
 #include "proxy/upgrade.h"
 
 namespace parapet {
@@ -65,7 +66,23 @@ struct MainState {
 
 }  // namespace
 
-std::string listener_key(const config::Listener& l) { return l.name + "@" + l.address.text; }
+std::string listener_key(const config::Listener& l) {
+  return l.name + "@" + l.address.text + (l.tls ? "+tls" : "");
+}
+
+std::shared_ptr<const TlsContexts> build_tls(const config::Config& cfg,
+                                             std::vector<std::string>* errors) {
+  bool any_tls = false;
+  for (const config::Listener& l : cfg.listeners) any_tls |= l.tls;
+  std::shared_ptr<const TlsContexts> t = TlsContexts::build(cfg, errors);
+  if (t && any_tls && t->empty()) {
+    errors->push_back(
+        cfg.file +
+        ": a TLS listener needs at least one tenant certificate (tenant tls.certificates)");
+    return nullptr;
+  }
+  return t;
+}
 
 bool Server::bind_listeners(const config::Config& cfg, const std::vector<std::string>& have,
                             std::vector<std::vector<ListenerFd>>* per_worker, std::string* err) {
@@ -86,7 +103,7 @@ bool Server::bind_listeners(const config::Config& cfg, const std::vector<std::st
       getsockname(inherited[0], reinterpret_cast<sockaddr*>(&sa), &len);
       log_error("listening name=%s address=%s (inherited)", l.name.c_str(), addr_text(sa).c_str());
       for (size_t j = 0; j < inherited.size(); ++j) {
-        (*per_worker)[j % n].push_back(ListenerFd{key, inherited[j]});
+        (*per_worker)[j % n].push_back(ListenerFd{key, inherited[j], l.tls, l.tls_reject_no_sni});
         added[key].push_back(inherited[j]);
       }
     }
@@ -107,7 +124,7 @@ bool Server::bind_listeners(const config::Config& cfg, const std::vector<std::st
         getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
         log_error("listening name=%s address=%s", l.name.c_str(), addr_text(sa).c_str());
       }
-      (*per_worker)[w].push_back(ListenerFd{key, fd});
+      (*per_worker)[w].push_back(ListenerFd{key, fd, l.tls, l.tls_reject_no_sni});
       added[key].push_back(fd);
     }
   }
@@ -151,6 +168,8 @@ std::vector<std::string> Server::reload() {
   }
   std::vector<std::vector<ListenerFd>> add;
   std::string err;
+  std::shared_ptr<const TlsContexts> tls;
+  if (r.ok()) tls = build_tls(r.config, &r.errors);
   if (r.ok() && !bind_listeners(r.config, listener_keys_, &add, &err)) r.errors.push_back(err);
   if (!r.ok()) {
     ++reloads_failed_;
@@ -172,7 +191,7 @@ std::vector<std::string> Server::reload() {
     if (std::find(keys.begin(), keys.end(), k) == keys.end()) removed.push_back(k);
   }
   for (const std::string& k : removed) all_fds_.erase(k);  // the workers close them
-  snap_ = std::make_shared<const Snapshot>(std::move(r.config));
+  snap_ = std::make_shared<const Snapshot>(std::move(r.config), std::move(tls));
   listener_keys_ = std::move(keys);
   for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->reload(snap_, add[i], removed);
   ++generation_;
@@ -187,7 +206,13 @@ int Server::run(config::Config cfg, std::string exe, std::vector<std::string> ar
   argv_ = std::move(argv);
   inherited_ = take_inherited();
   for (const config::Listener& l : cfg.listeners) listener_keys_.push_back(listener_key(l));
-  snap_ = std::make_shared<const Snapshot>(std::move(cfg));
+  std::vector<std::string> tls_errors;
+  std::shared_ptr<const TlsContexts> tls = build_tls(cfg, &tls_errors);
+  if (!tls_errors.empty()) {
+    for (const std::string& e : tls_errors) log_error("%s", e.c_str());
+    return 1;
+  }
+  snap_ = std::make_shared<const Snapshot>(std::move(cfg), std::move(tls));
   std::vector<std::vector<ListenerFd>> fds;
   std::string err;
   if (!bind_listeners(snap_->cfg(), {}, &fds, &err)) {

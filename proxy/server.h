@@ -13,6 +13,7 @@
 namespace parapet {
 
 class AccessLog;
+class TlsContexts;
 class TailHub;
 
 class Server {
@@ -57,6 +58,9 @@ class Server {
 };
 
 std::string listener_key(const config::Listener& l);
+// Loads the certificates of `cfg` (also for --check); errors name file:line:col.
+std::shared_ptr<const TlsContexts> build_tls(const config::Config& cfg,
+                                             std::vector<std::string>* errors);
 
 // Admin listener on the main loop: /healthz, /readyz, /metrics, POST /reload.
 // `inherited_fd` >= 0: a listening socket handed over by the previous process.

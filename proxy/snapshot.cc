@@ -19,7 +19,8 @@ uint64_t hash64(std::string_view s) {
   return h;
 }
 
-Snapshot::Snapshot(config::Config cfg) : cfg_(std::move(cfg)) {
+Snapshot::Snapshot(config::Config cfg, std::shared_ptr<const TlsContexts> tls)
+    : cfg_(std::move(cfg)), tls_(std::move(tls)) {
   constexpr int kPointsPerServer = 160;
   for (uint32_t t = 0; t < cfg_.tenants.size(); ++t) {
     const config::Tenant& tenant = cfg_.tenants[t];

@@ -31,9 +31,13 @@ struct OriginGroup {
   std::vector<std::pair<uint64_t, uint32_t>> ring;
 };
 
+class TlsContexts;
+
 class Snapshot {
  public:
-  explicit Snapshot(config::Config cfg);
+  explicit Snapshot(config::Config cfg, std::shared_ptr<const TlsContexts> tls = nullptr);
+  // Certificates by SNI (null when no tenant has one).
+  const std::shared_ptr<const TlsContexts>& tls() const { return tls_; }
 
   const config::Config& cfg() const { return cfg_; }
   // Tenant index for a lowercased host without port, or -1.
@@ -53,6 +57,7 @@ class Snapshot {
 
  private:
   config::Config cfg_;
+  std::shared_ptr<const TlsContexts> tls_;
   StringMap exact_;
   StringMap wildcard_;  // key: ".example.com" for "*.example.com"
   std::vector<OriginGroup> groups_;

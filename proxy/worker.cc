@@ -35,7 +35,7 @@ Worker::Worker(unsigned index, std::shared_ptr<const Snapshot> snap,
 
 Worker::~Worker() {
   for (Exchange* e : free_exchanges_) delete e;
-  for (auto& l : listeners_) delete l.second;
+  for (auto& l : listeners_) delete l.handle;
   uv_loop_close(&loop_);
 }
 
@@ -51,6 +51,11 @@ void Worker::request_stop() { uv_async_send(&stop_async_); }
 
 void Worker::alloc_cb(uv_handle_t*, size_t, uv_buf_t* buf) {
   *buf = uv_buf_init(t_read_buf, static_cast<unsigned>(kReadBufSize));
+}
+
+void Worker::read_buffer(char** p, size_t* n) {
+  *p = t_read_buf;
+  *n = kReadBufSize;
 }
 
 void Worker::run() {
@@ -85,7 +90,7 @@ void Worker::open_listener(const ListenerFd& l) {
   int r = uv_tcp_open(h, l.fd);
   if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(h), 4096, on_connection);
   if (r != 0) log_error("worker %u: listen %s failed: %s", index_, l.key.c_str(), uv_strerror(r));
-  listeners_.emplace_back(l.key, h);
+  listeners_.push_back(Listening{l.key, h, l.tls, l.reject_no_sni});
 }
 
 void Worker::map_servers() {
@@ -155,8 +160,8 @@ void Worker::on_reload(uv_async_t* a) {
   for (Pending& p : todo) {
     for (const std::string& key : p.remove) {
       for (auto it = w->listeners_.begin(); it != w->listeners_.end(); ++it) {
-        if (it->first != key) continue;
-        uv_close(reinterpret_cast<uv_handle_t*>(it->second),
+        if (it->key != key) continue;
+        uv_close(reinterpret_cast<uv_handle_t*>(it->handle),
                  [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
         w->listeners_.erase(it);
         break;
@@ -185,7 +190,14 @@ void Worker::on_connection(uv_stream_t* server, int status) {
     return;
   }
   w->add_client(c);
-  c->start();
+  bool tls = false, reject = false;
+  for (const Listening& l : w->listeners_) {
+    if (reinterpret_cast<uv_stream_t*>(l.handle) == server) {
+      tls = l.tls;
+      reject = l.reject_no_sni;
+    }
+  }
+  c->start(tls ? w->snap_->tls() : nullptr, reject);
 }
 
 std::vector<ClientConn*> Worker::client_conns() {
@@ -260,7 +272,7 @@ void Worker::on_stop(uv_async_t* a) {
   }
   w->draining_ = true;
   for (auto& l : w->listeners_) {
-    auto* h = reinterpret_cast<uv_handle_t*>(l.second);
+    auto* h = reinterpret_cast<uv_handle_t*>(l.handle);
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }
   // Idle keep-alive connections go now; busy ones close after their exchange.

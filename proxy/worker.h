@@ -32,6 +32,7 @@ struct WorkerStats {
   Counter upstream_retries;
   Counter upstream_idle;  // pooled idle connections now
   Counter refused;        // malformed requests answered 4xx by the codec
+  Counter tls_handshakes, tls_failures;
 };
 
 class AccessLog;
@@ -41,6 +42,8 @@ class TailHub;
 struct ListenerFd {
   std::string key;
   int fd;
+  bool tls = false;
+  bool reject_no_sni = false;
 };
 
 class Worker {
@@ -93,6 +96,8 @@ class Worker {
 
   // One read buffer for every socket of the worker: data is consumed inside the read callback.
   static void alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  // The same buffer, for plaintext decrypted from it (TLS: the ciphertext is in a BIO by then).
+  static void read_buffer(char** p, size_t* n);
 
   Exchange* new_exchange(ClientConn* c);
   void free_exchange(Exchange* ex);
@@ -123,7 +128,12 @@ class Worker {
   std::vector<ListenerFd> initial_listeners_;
   uv_loop_t loop_;
   std::unique_ptr<Timers> timers_;
-  std::vector<std::pair<std::string, uv_tcp_t*>> listeners_;
+  struct Listening {
+    std::string key;
+    uv_tcp_t* handle;
+    bool tls, reject_no_sni;
+  };
+  std::vector<Listening> listeners_;
   uv_async_t stop_async_;
   uv_async_t reload_async_;
   std::mutex reload_mu_;

@@ -425,7 +425,7 @@ TEST(ConfigErrors, TopLevelNotAMapping) {
 }
 
 TEST(ConfigErrors, TenantFeaturesNotYetSupported) {
-  for (const char* feature : {"tls", "cache", "lua", "policies", "rules"}) {
+  for (const char* feature : {"cache", "lua", "policies", "rules"}) {
     SCOPED_TRACE(feature);
     const std::string y = kListeners + "tenants:\n" +
                           tenant("a", "a.local", std::string("    ") + feature + ": some-value\n");
@@ -434,11 +434,13 @@ TEST(ConfigErrors, TenantFeaturesNotYetSupported) {
   }
 }
 
-TEST(ConfigErrors, ListenerTlsAndPoliciesNotYetSupported) {
+TEST(ConfigErrors, ListenerTlsShapeAndPoliciesNotYetSupported) {
   expect_error(
       "listeners:\n  - name: main\n    address: 127.0.0.1:1\n    tls: yes-please\ntenants:\n" +
           tenant("a", "a.local"),
-      "yes-please", "TLS listeners are not supported");
+      "yes-please", "listener tls must be a mapping");
+  expect_error(kListeners + "tenants:\n" + tenant("a", "a.local", "    tls: {certificates: []}\n"),
+               "[]", "tls.certificates must be a non-empty list");
   expect_error(kListeners + "policies: [p]\ntenants:\n" + tenant("a", "a.local"), "[p]",
                "'policies' are not supported");
 }

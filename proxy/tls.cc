@@ -1,0 +1,148 @@
+#include "proxy/tls.h"
+
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+
+namespace parapet {
+
+namespace {
+
+// Mozilla "intermediate" (TLS 1.2 suites; TLS 1.3 suites are OpenSSL's defaults, all AEAD).
+constexpr const char* kCiphers12 =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305";
+
+int on_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+            unsigned int inlen, void*) {
+  static const unsigned char kHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  unsigned char* sel = nullptr;
+  if (SSL_select_next_proto(&sel, outlen, kHttp11, sizeof kHttp11, in, inlen) ==
+      OPENSSL_NPN_NEGOTIATED) {
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+  }
+  return SSL_TLSEXT_ERR_NOACK;  // no common protocol: carry on without ALPN (HTTP/1.1)
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+}  // namespace
+
+std::string tls_error_text() {
+  std::string out;
+  unsigned long e;
+  while ((e = ERR_get_error()) != 0) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out.empty() ? "unknown TLS error" : out;
+}
+
+std::shared_ptr<const TlsContexts> TlsContexts::build(const config::Config& cfg,
+                                                      std::vector<std::string>* errors) {
+  auto t = std::shared_ptr<TlsContexts>(new TlsContexts());
+  for (const config::Tenant& tenant : cfg.tenants) {
+    for (const config::Certificate& c : tenant.certificates) {
+      SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+      auto fail = [&](const std::string& why) {
+        errors->push_back(c.where + ": certificate of tenant '" + tenant.name + "': " + why);
+        SSL_CTX_free(ctx);
+      };
+      if (SSL_CTX_use_certificate_chain_file(ctx, c.cert.c_str()) != 1) {
+        fail("cannot load cert '" + c.cert + "': " + tls_error_text());
+        continue;
+      }
+      if (SSL_CTX_use_PrivateKey_file(ctx, c.key.c_str(), SSL_FILETYPE_PEM) != 1) {
+        fail("cannot load key '" + c.key + "': " + tls_error_text());
+        continue;
+      }
+      if (SSL_CTX_check_private_key(ctx) != 1) {
+        fail("key '" + c.key + "' does not match cert '" + c.cert + "'");
+        continue;
+      }
+      X509* x = SSL_CTX_get0_certificate(ctx);
+      if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
+        fail("cert '" + c.cert + "' has expired");
+        continue;
+      }
+      SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+      SSL_CTX_set_cipher_list(ctx, kCiphers12);
+      SSL_CTX_set_options(
+          ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+      SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+      SSL_CTX_set_alpn_select_cb(ctx, on_alpn, nullptr);
+      SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
+      SSL_CTX_set_tlsext_servername_arg(ctx, t.get());
+      t->ctxs_.push_back(ctx);
+      for (const std::string& h : tenant.hosts) {
+        std::string host = lower(h);
+        if (host.rfind("*.", 0) == 0)
+          t->wildcard_.emplace(host.substr(1), ctx);
+        else
+          t->exact_.emplace(host, ctx);
+      }
+    }
+  }
+  if (!errors->empty()) return nullptr;
+  return t;
+}
+
+TlsContexts::~TlsContexts() {
+  for (SSL_CTX* c : ctxs_) SSL_CTX_free(c);
+}
+
+SSL_CTX* TlsContexts::find(std::string_view name) const {
+  std::string host = lower(std::string(name));
+  if (auto it = exact_.find(host); it != exact_.end()) return it->second;
+  for (size_t dot = host.find('.'); dot != std::string::npos; dot = host.find('.', dot + 1)) {
+    if (auto it = wildcard_.find(host.substr(dot)); it != wildcard_.end()) return it->second;
+  }
+  return nullptr;
+}
+
+int TlsContexts::on_servername(SSL* ssl, int* alert, void* arg) {
+  auto* self = static_cast<TlsContexts*>(arg);
+  const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  const bool reject_no_sni = SSL_get_ex_data(ssl, 0) != nullptr;
+  if (name == nullptr) {
+    if (reject_no_sni) {
+      *alert = SSL_AD_UNRECOGNIZED_NAME;
+      return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    return SSL_TLSEXT_ERR_OK;  // the default certificate
+  }
+  SSL_CTX* ctx = self->find(name);
+  if (ctx == nullptr) {
+    *alert = SSL_AD_UNRECOGNIZED_NAME;
+    return SSL_TLSEXT_ERR_ALERT_FATAL;  // no tenant of ours: nothing to serve
+  }
+  SSL_set_SSL_CTX(ssl, ctx);
+  return SSL_TLSEXT_ERR_OK;
+}
+
+SSL* TlsContexts::new_ssl(bool reject_no_sni) const {
+  if (ctxs_.empty()) return nullptr;
+  SSL* ssl = SSL_new(ctxs_[0]);
+  SSL_set_ex_data(ssl, 0, reject_no_sni ? reinterpret_cast<void*>(1) : nullptr);
+  SSL_set_accept_state(ssl);
+  return ssl;
+}
+
+TlsConn::TlsConn(SSL* s) : ssl(s) {
+  rbio = BIO_new(BIO_s_mem());
+  wbio = BIO_new(BIO_s_mem());
+  BIO_set_mem_eof_return(rbio, -1);  // "no more data yet", not EOF
+  SSL_set_bio(ssl, rbio, wbio);
+}
+
+TlsConn::~TlsConn() { SSL_free(ssl); }
+
+}  // namespace parapet

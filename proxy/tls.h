@@ -1,0 +1,64 @@
+// TLS termination over memory BIOs, in the worker's loop (no blocking call anywhere).
+//
+// TlsContexts is built once per config snapshot, off the hot path, and shared read-only by all
+// workers: one SSL_CTX per tenant certificate (TLS 1.2 and 1.3 only, Mozilla "intermediate"
+// ciphers, no renegotiation, no compression, ALPN http/1.1, SSL_MODE_RELEASE_BUFFERS so idle
+// connections give their record buffers back). The SNI callback picks the context by exact
+// name, then the longest "*." wildcard; without SNI a listener serves the default (first)
+// certificate or refuses the handshake.
+//
+// TlsConn is one connection's state: the SSL object with two memory BIOs. Ciphertext read from
+// the socket goes into `rbio`; plaintext comes out of SSL_read; plaintext written with
+// SSL_write leaves as ciphertext through `wbio`, which the Outbox drains to the socket.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "config/config.h"
+
+namespace parapet {
+
+class TlsContexts {
+ public:
+  // Loads and checks every certificate of `cfg`; nullptr and errors ("file:line:col: reason")
+  // when one is missing, unreadable, expired, or does not match its key.
+  static std::shared_ptr<const TlsContexts> build(const config::Config& cfg,
+                                                  std::vector<std::string>* errors);
+  ~TlsContexts();
+  bool empty() const { return ctxs_.empty(); }
+  // A server-side SSL for a new connection on a listener; nullptr if no certificate exists.
+  SSL* new_ssl(bool reject_no_sni) const;
+
+ private:
+  static int on_servername(SSL* ssl, int* alert, void* arg);
+  SSL_CTX* find(std::string_view name) const;
+
+  std::vector<SSL_CTX*> ctxs_;  // ctxs_[0] is the default certificate
+  std::unordered_map<std::string, SSL_CTX*> exact_, wildcard_;  // wildcard key: ".example.com"
+};
+
+// Per-connection TLS state (memory BIOs).
+struct TlsConn {
+  explicit TlsConn(SSL* s);
+  ~TlsConn();
+  TlsConn(const TlsConn&) = delete;
+  TlsConn& operator=(const TlsConn&) = delete;
+
+  SSL* ssl;
+  BIO* rbio;  // ciphertext in (owned by ssl)
+  BIO* wbio;  // ciphertext out (owned by ssl)
+  bool handshake_done = false;
+  // Keeps the contexts (and the SNI callback's data) alive while this connection lives.
+  std::shared_ptr<const TlsContexts> ctx;
+};
+
+// Error text of the OpenSSL error queue (and clears it).
+std::string tls_error_text();
+
+}  // namespace parapet

@@ -1,0 +1,221 @@
+"""TLS termination: certificates chosen by SNI per tenant (exact and wildcard), the default
+certificate or a refusal without SNI, SNI/Host cross-tenant mismatch refused with 421, old
+protocol versions refused, garbage and stalled handshakes closed, proxying over TLS (keep-alive,
+large bodies), ALPN, and certificate errors reported by --check with file and line."""
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import ParapetCase, Reply, demo_config, parse_responses, run_parapet, to_yaml  # noqa: E402
+
+CERTS = None
+
+
+def make_certs() -> str:
+    """A throwaway CA and leaf certificates (ECDSA P-256), made with the openssl CLI."""
+    d = tempfile.mkdtemp(prefix="parapet-tls-")
+
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=30)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=parapet-test-ca", "-days", "2")
+    leaves = {"demo": "DNS:demo.local,DNS:*.demo.local", "other": "DNS:other.example"}
+    for name, san in leaves.items():
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(f"subjectAltName={san}\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return d
+
+
+def setUpModule():
+    global CERTS
+    CERTS = make_certs()
+
+
+def tearDownModule():
+    subprocess.run(["rm", "-rf", CERTS], check=False)
+
+
+def tls_config(origin, no_sni=None, timeouts=None):
+    config = demo_config(origin, timeouts=timeouts)
+    listener = {"name": "https", "address": "127.0.0.1:0", "tls": {"no_sni": no_sni} if no_sni else {}}
+    config["listeners"].append(listener)
+    config["tenants"][0]["tls"] = {"certificates": [
+        {"cert": f"{CERTS}/demo.pem", "key": f"{CERTS}/demo.key"}]}
+    other = {"name": "other", "hosts": ["other.example"],
+             "tls": {"certificates": [{"cert": f"{CERTS}/other.pem", "key": f"{CERTS}/other.key"}]},
+             "origins": config["tenants"][0]["origins"], "routes": config["tenants"][0]["routes"]}
+    config["tenants"].append(other)
+    return config
+
+
+def client_context(verify=True, **kwargs) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if verify:
+        ctx.load_verify_locations(f"{CERTS}/ca.pem")
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    for k, v in kwargs.items():
+        setattr(ctx, k, v)
+    return ctx
+
+
+def tls_connect(port, sni, ctx=None, timeout=5.0) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return (ctx or client_context()).wrap_socket(raw, server_hostname=sni)
+
+
+def roundtrip(sock, host, path="/", extra=b""):
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n".encode() + extra + b"\r\n")
+    data = b""
+    while True:
+        responses, _ = parse_responses(data)
+        if responses:
+            return responses[0]
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {data!r}")
+        data += chunk
+
+
+class Tls(ParapetCase):
+
+    def start(self, **kwargs):
+        origin = self.start_origin()
+        self.start_parapet(tls_config(origin, **kwargs))
+        return origin, self.parapet.port("https")
+
+    def test_proxies_over_tls_with_keep_alive(self):
+        origin, port = self.start()
+        with tls_connect(port, "demo.local") as s:
+            self.assertEqual(s.version(), "TLSv1.3")
+            for i in range(3):
+                resp = roundtrip(s, "demo.local", f"/r{i}")
+                self.assertEqual((resp.status, resp.body), (200, b"hello from origin"))
+        self.assertEqual(len(origin.requests), 3)
+        self.assertEqual(origin.requests[0].header("X-Forwarded-Proto"), "https")
+
+    def test_large_body_over_tls(self):
+        body = os.urandom(3 * 1024 * 1024)
+        origin = self.start_origin(lambda req: Reply(body=body))
+        self.start_parapet(tls_config(origin))
+        with tls_connect(self.parapet.port("https"), "demo.local") as s:
+            resp = roundtrip(s, "demo.local", "/big")
+        self.assertEqual(resp.body, body)
+
+    def test_sni_selects_each_tenants_certificate(self):
+        _, port = self.start()
+        for sni in ("demo.local", "other.example", "a.demo.local"):
+            with tls_connect(port, sni) as s:  # verified against the name: the right certificate
+                resp = roundtrip(s, sni)
+                self.assertEqual(resp.status, 200, sni)
+
+    def test_unknown_sni_is_refused(self):
+        _, port = self.start()
+        with self.assertRaises(ssl.SSLError):
+            tls_connect(port, "unknown.example", client_context(verify=False))
+
+    def test_no_sni_gets_the_default_certificate(self):
+        _, port = self.start()
+        with tls_connect(port, None, client_context(verify=False)) as s:
+            self.assertEqual(roundtrip(s, "demo.local").status, 200)
+
+    def test_no_sni_refused_when_configured(self):
+        _, port = self.start(no_sni="reject")
+        with self.assertRaises((ssl.SSLError, ConnectionError)):
+            with tls_connect(port, None, client_context(verify=False)) as s:
+                roundtrip(s, "demo.local")
+
+    def test_sni_and_host_of_different_tenants_is_421(self):
+        origin, port = self.start()
+        with tls_connect(port, "demo.local") as s:
+            resp = roundtrip(s, "other.example")
+        self.assertError(resp, 421, "route.sni_mismatch")
+        self.assertEqual(origin.requests, [])
+
+    def test_tls_1_1_is_refused(self):
+        _, port = self.start()
+        ctx = client_context(verify=False)
+        try:
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+            ctx.set_ciphers("ALL:@SECLEVEL=0")
+        except (ValueError, ssl.SSLError):
+            self.skipTest("this Python/OpenSSL cannot even offer TLS 1.1")
+        with self.assertRaises((ssl.SSLError, ConnectionError)):
+            tls_connect(port, "demo.local", ctx)
+
+    def test_alpn_selects_http11(self):
+        _, port = self.start()
+        ctx = client_context()
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        with tls_connect(port, "demo.local", ctx) as s:
+            self.assertEqual(s.selected_alpn_protocol(), "http/1.1")
+
+    def test_garbage_on_the_tls_port_is_closed(self):
+        _, port = self.start()
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        raw.sendall(b"GET / HTTP/1.1\r\nHost: demo.local\r\n\r\n")
+        data = b""
+        try:
+            while chunk := raw.recv(4096):
+                data += chunk
+        except ConnectionResetError:
+            pass
+        raw.close()
+        self.assertNotIn(b"HTTP/1.1 200", data)
+        with tls_connect(port, "demo.local") as s:  # still serving
+            self.assertEqual(roundtrip(s, "demo.local").status, 200)
+
+    def test_stalled_handshake_is_closed_by_the_header_timeout(self):
+        _, port = self.start(timeouts={"client_header": "1s"})
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        start = time.monotonic()
+        self.assertEqual(raw.recv(1), b"")
+        self.assertLess(time.monotonic() - start, 3.0)
+        raw.close()
+
+
+class TlsCheck(unittest.TestCase):
+
+    def check(self, config) -> subprocess.CompletedProcess:
+        d = tempfile.TemporaryDirectory()
+        self.addCleanup(d.cleanup)
+        path = os.path.join(d.name, "parapet.yaml")
+        with open(path, "w") as f:
+            f.write(to_yaml(config))
+        return run_parapet(["--check", "-c", path])
+
+    def test_missing_and_mismatched_certificates_are_config_errors(self):
+        config = tls_config("127.0.0.1:9")
+        config["tenants"][0]["tls"]["certificates"][0]["cert"] = f"{CERTS}/missing.pem"
+        r = self.check(config)
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr, r"parapet\.yaml:\d+:\d+: certificate of tenant 'demo': cannot load cert")
+
+        config = tls_config("127.0.0.1:9")
+        config["tenants"][0]["tls"]["certificates"][0]["key"] = f"{CERTS}/other.key"
+        r = self.check(config)
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr, r"cannot load key .*(mismatch|does not match)")
+
+    def test_good_tls_config_passes(self):
+        r = self.check(tls_config("127.0.0.1:9"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
