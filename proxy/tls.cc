@@ -78,6 +78,11 @@ std::shared_ptr<const TlsContexts> TlsContexts::build(const config::Config& cfg,
       SSL_CTX_set_options(
           ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
       SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+      // No resumption yet: a per-process session cache would not work across workers of a
+      // future multi-process setup, and ticket keys must be shared and rotated first (next
+      // step of the TLS issue). Without them each connection costs no cache entry.
+      SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+      SSL_CTX_set_num_tickets(ctx, 0);
       SSL_CTX_set_alpn_select_cb(ctx, on_alpn, nullptr);
       SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
       SSL_CTX_set_tlsext_servername_arg(ctx, t.get());
