@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <iterator>
 #include <string>
 
 #include "proxy/access_log.h"
@@ -54,15 +55,65 @@ int listen_socket(const sockaddr_storage& sa, socklen_t len, std::string* why) {
   return fd;
 }
 
+constexpr int kSignals[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD};
+
 struct MainState {
   Server* server = nullptr;
   std::vector<std::unique_ptr<Worker>>* workers = nullptr;
-  uv_signal_t sigterm, sigint, sighup, sigusr1, sigusr2, sigchld;
+  uv_signal_t sig[std::size(kSignals)];
   uv_timer_t poll;
   uv_tcp_t admin;
   bool has_admin = false;
-  int signals = 0;
+  int signals = 0;  // SIGTERM/SIGINT received
 };
+
+// Every worker has ended its loop: close the main loop's handles so uv_run returns.
+void on_drain_poll(uv_timer_t* t) {
+  auto* st = static_cast<MainState*>(t->data);
+  for (auto& w : *st->workers) {
+    if (!w->finished()) return;
+  }
+  for (uv_signal_t& h : st->sig) uv_close(reinterpret_cast<uv_handle_t*>(&h), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&st->poll), nullptr);
+  if (st->has_admin) uv_close(reinterpret_cast<uv_handle_t*>(&st->admin), nullptr);
+  close_admin_connections();  // live tails end with the process
+  st->server->tail()->close();
+}
+
+void on_signal(uv_signal_t* s, int signum) {
+  auto* st = static_cast<MainState*>(s->data);
+  switch (signum) {
+    case SIGTERM:
+    case SIGINT:
+      ++st->signals;
+      log_error("signal %d: %s", signum, st->signals == 1 ? "draining" : "stopping now");
+      for (auto& w : *st->workers) w->request_stop();  // a second one stops at once
+      if (st->signals == 1) uv_timer_start(&st->poll, on_drain_poll, 20, 20);
+      return;
+    case SIGHUP:
+      if (st->signals == 0) st->server->reload();
+      return;
+    case SIGUSR1:
+      st->server->reopen_logs();
+      return;
+    case SIGUSR2:
+      if (st->signals == 0) st->server->upgrade();
+      return;
+    case SIGCHLD: {
+      // A new binary that failed to start: reap it; this process keeps serving.
+      int status = 0;
+      pid_t pid;
+      while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        log_error("upgrade: pid %d exited with status %d; this process keeps serving",
+                  static_cast<int>(pid),
+                  WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
 
 }  // namespace
 
@@ -259,80 +310,13 @@ int Server::run(config::Config cfg, std::string exe, std::vector<std::string> ar
   }
   for (auto& w : workers_) w->start();
 
-  auto on_signal = [](uv_signal_t* s, int signum) {
-    auto* st = static_cast<MainState*>(s->data);
-    ++st->signals;
-    log_error("signal %d: %s", signum, st->signals == 1 ? "draining" : "stopping now");
-    for (auto& w : *st->workers) w->request_stop();
-    if (st->signals == 1) {
-      uv_timer_start(
-          &st->poll,
-          [](uv_timer_t* t) {
-            auto* s2 = static_cast<MainState*>(t->data);
-            for (auto& w : *s2->workers) {
-              if (!w->finished()) return;
-            }
-            uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigterm), nullptr);
-            uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigint), nullptr);
-            uv_close(reinterpret_cast<uv_handle_t*>(&s2->sighup), nullptr);
-            uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigusr1), nullptr);
-            uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigusr2), nullptr);
-            uv_close(reinterpret_cast<uv_handle_t*>(&s2->sigchld), nullptr);
-            uv_close(reinterpret_cast<uv_handle_t*>(&s2->poll), nullptr);
-            if (s2->has_admin) uv_close(reinterpret_cast<uv_handle_t*>(&s2->admin), nullptr);
-            close_admin_connections();  // live tails end with the process
-            s2->server->tail()->close();
-          },
-          20, 20);
-    }
-  };
-  uv_signal_init(loop, &ms.sigterm);
-  uv_signal_init(loop, &ms.sigint);
   uv_timer_init(loop, &ms.poll);
-  ms.sigterm.data = ms.sigint.data = ms.poll.data = &ms;
-  uv_signal_start(&ms.sigterm, on_signal, SIGTERM);
-  uv_signal_start(&ms.sigint, on_signal, SIGINT);
-  uv_signal_init(loop, &ms.sighup);
-  ms.sighup.data = &ms;
-  uv_signal_start(
-      &ms.sighup,
-      [](uv_signal_t* s, int) {
-        auto* st = static_cast<MainState*>(s->data);
-        if (st->signals == 0) st->server->reload();
-      },
-      SIGHUP);
-  uv_signal_init(loop, &ms.sigusr1);
-  ms.sigusr1.data = &ms;
-  uv_signal_start(
-      &ms.sigusr1,
-      [](uv_signal_t* s, int) {
-        auto* st = static_cast<MainState*>(s->data);
-        st->server->reopen_logs();
-      },
-      SIGUSR1);
-  uv_signal_init(loop, &ms.sigusr2);
-  ms.sigusr2.data = &ms;
-  uv_signal_start(
-      &ms.sigusr2,
-      [](uv_signal_t* s, int) {
-        auto* st = static_cast<MainState*>(s->data);
-        if (st->signals == 0) st->server->upgrade();
-      },
-      SIGUSR2);
-  uv_signal_init(loop, &ms.sigchld);
-  uv_signal_start(
-      &ms.sigchld,
-      [](uv_signal_t*, int) {
-        // A new binary that failed to start: reap it; this process keeps serving.
-        int status = 0;
-        pid_t pid;
-        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-          log_error("upgrade: pid %d exited with status %d; this process keeps serving",
-                    static_cast<int>(pid),
-                    WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-        }
-      },
-      SIGCHLD);
+  ms.poll.data = &ms;
+  for (size_t i = 0; i < std::size(kSignals); ++i) {
+    uv_signal_init(loop, &ms.sig[i]);
+    ms.sig[i].data = &ms;
+    uv_signal_start(&ms.sig[i], on_signal, kSignals[i]);
+  }
 
   // Only now: a signal that arrives after this line is handled, never the default action.
   log_error("ready workers=%zu pid=%d", workers_.size(), static_cast<int>(getpid()));
