@@ -14,7 +14,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import ParapetCase, Reply, demo_config, parse_responses, run_parapet, to_yaml  # noqa: E402
+from harness import (Client, ParapetCase, Reply, build_request, demo_config,  # noqa: E402
+                     parse_responses, run_parapet, to_yaml)
 
 CERTS = None
 
@@ -187,6 +188,41 @@ class Tls(ParapetCase):
         self.assertEqual(raw.recv(1), b"")
         self.assertLess(time.monotonic() - start, 3.0)
         raw.close()
+
+
+class TlsReload(ParapetCase):
+
+    def test_certificate_reload_keeps_open_connections(self):
+        origin = self.start_origin()
+        config = tls_config(origin)
+        self.start_parapet(config)
+        port = self.parapet.port("https")
+        ctx = client_context(verify=False)
+        old = tls_connect(port, "demo.local", ctx)
+        self.addCleanup(old.close)
+        first_cert = old.getpeercert(binary_form=True)
+        self.assertEqual(roundtrip(old, "demo.local").status, 200)
+
+        # A new certificate for the same tenant (the "other" key pair re-issued for demo).
+        d = tempfile.mkdtemp(prefix="parapet-tls-new-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", d], check=False)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{d}/new.key", "-out",
+                        f"{d}/new.pem", "-subj", "/CN=demo.local", "-days", "2"],
+                       check=True, capture_output=True, timeout=30)
+        config["tenants"][0]["tls"] = {"certificates": [{"cert": f"{d}/new.pem",
+                                                         "key": f"{d}/new.key"}]}
+        self.parapet.config_path.write_text(to_yaml(config))
+        with Client(self.parapet.admin_port) as c:
+            c.send(build_request("POST", "/reload", host="admin",
+                                 headers=[("Content-Length", "0")]))
+            self.assertEqual(c.response().status, 200)
+        time.sleep(0.2)
+
+        with tls_connect(port, "demo.local", ctx) as new:
+            self.assertNotEqual(new.getpeercert(binary_form=True), first_cert)
+            self.assertEqual(roundtrip(new, "demo.local").status, 200)
+        self.assertEqual(roundtrip(old, "demo.local", "/still").status, 200)  # untouched
 
 
 class TlsCheck(unittest.TestCase):
