@@ -261,7 +261,22 @@ class Loader {
   }
 
   void tenant_tls(const YAML::Node& tls, Tenant* t) {
-    if (!check_keys(tls, "tenant tls", {"certificates"})) return;
+    if (!check_keys(tls, "tenant tls", {"certificates", "hsts", "redirect_http"})) return;
+    if (auto h = tls["hsts"]) {
+      if (scalar(h, "tls.hsts", &t->hsts) && (t->hsts.rfind("max-age=", 0) != 0 ||
+                                              t->hsts.find_first_of("\r\n") != std::string::npos)) {
+        error(h, "tls.hsts must be a Strict-Transport-Security value starting with max-age=");
+      }
+    }
+    if (auto r = tls["redirect_http"]) {
+      std::string v;
+      if (scalar(r, "tls.redirect_http", &v)) {
+        if (v == "true")
+          t->redirect_http = true;
+        else if (v != "false")
+          error(r, "tls.redirect_http must be true or false");
+      }
+    }
     auto cs = tls["certificates"];
     if (!cs || !cs.IsSequence() || cs.size() == 0) {
       error(cs ? cs : tls, "tls.certificates must be a non-empty list of {cert, key}");

@@ -82,6 +82,8 @@ struct Tenant {
   std::string name;
   std::vector<std::string> hosts;         // lowercased; "*.example.com" for any subdomain
   std::vector<Certificate> certificates;  // served by SNI for the tenant's hosts
+  std::string hsts;            // Strict-Transport-Security value added over TLS ("" = none)
+  bool redirect_http = false;  // plain HTTP requests get 308 to https://
   std::vector<Origin> origins;
   std::vector<Route> routes;  // sorted by path length, longest first
 };

@@ -397,7 +397,7 @@ bool ClientConn::on_message_complete() {
   return true;
 }
 
-void ClientConn::reply(int status, const char* reason, bool close) {
+void ClientConn::reply(int status, const char* reason, bool close, std::string_view extra) {
   if (ex == nullptr) ex = wk()->new_exchange(this);
   Exchange* e = ex;
   const char* phrase = status_phrase(status);
@@ -410,10 +410,14 @@ void ClientConn::reply(int status, const char* reason, bool close) {
   char head[512];
   int hn = std::snprintf(head, sizeof head,
                          "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                         "X-Request-Id: %.*s\r\n%s\r\n",
+                         "X-Request-Id: %.*s\r\n",
                          status, phrase, bn, static_cast<int>(e->request_id.size()),
-                         e->request_id.data(), closing_now ? "Connection: close\r\n" : "");
+                         e->request_id.data());
   out.stage_copy(head, static_cast<size_t>(hn));
+  out.stage_copy(extra);
+  out.stage_copy(closing_now ? std::string_view("Connection: close\r\n\r\n")
+                             : std::string_view("\r\n"));
+  hn += static_cast<int>(extra.size()) + (closing_now ? 21 : 2);
   if (!e->is_head) out.stage_copy(body, static_cast<size_t>(bn));
   e->replied = true;
   e->resp_done = true;

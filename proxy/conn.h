@@ -89,7 +89,8 @@ struct ClientConn final : Http1Handler {
   void on_cipher(const char* data, size_t len);
   void consume(const char* data, size_t len);
   // Writes a complete local response (error or otherwise) for the current exchange.
-  void reply(int status, const char* reason, bool close);
+  // `extra`: preformatted header lines ("Location: ...\r\n") for the response.
+  void reply(int status, const char* reason, bool close, std::string_view extra = {});
   // Both directions of the current exchange are done: next request, or close.
   void finish_exchange();
   // Frees the current exchange; true if the connection may take another request.

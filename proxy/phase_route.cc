@@ -63,6 +63,15 @@ Flow phase_route(Exchange* ex) {
   }
   ex->tenant = static_cast<uint32_t>(tenant);
   ex->tstats = w->tenant_stats(ex->tenant);
+  if (c->tls() == nullptr && ex->snap->cfg().tenants[ex->tenant].redirect_http) {
+    // The tenant serves HTTPS only: 308 keeps the method and body semantics.
+    std::string loc = "Location: https://";
+    loc.append(h);  // the host without its port: https is on its default port
+    loc.append(ex->target);
+    loc.append("\r\n");
+    c->reply(308, "route.https_redirect", false, loc);
+    return Flow::Respond;
+  }
   std::string_view path = ex->target.substr(0, ex->target.find('?'));
   const config::Route* route = ex->snap->find_route(ex->tenant, path);
   if (route == nullptr) {

@@ -794,6 +794,12 @@ void build_response_head(Exchange* ex, OriginConn* oc) {
     oc->bad_head = true;  // a coded body for an HTTP/1.0 client that cannot be told: 502
   }
   if (no_body && ex->is_head && r.chunked) h.append("Transfer-Encoding: chunked\r\n");
+  if (c->tls() != nullptr && st >= 200) {
+    const std::string& hsts = ex->snap->cfg().tenants[ex->tenant].hsts;
+    if (!hsts.empty() && r.find("strict-transport-security") == nullptr) {
+      append_header(h, "Strict-Transport-Security", hsts);
+    }
+  }
   if (st == 101) {
     h.append("Connection: upgrade\r\n");
   } else if (st >= 200) {

@@ -190,6 +190,30 @@ class Tls(ParapetCase):
         raw.close()
 
 
+class HstsAndRedirect(ParapetCase):
+
+    def test_hsts_over_tls_and_redirect_from_plain_http(self):
+        origin = self.start_origin()
+        config = tls_config(origin)
+        config["tenants"][0]["tls"]["hsts"] = "max-age=31536000; includeSubDomains"
+        config["tenants"][0]["tls"]["redirect_http"] = True
+        self.start_parapet(config)
+        with tls_connect(self.parapet.port("https"), "demo.local") as s:
+            resp = roundtrip(s, "demo.local", "/secure?x=1")
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.header("Strict-Transport-Security"),
+                         "max-age=31536000; includeSubDomains")
+
+        plain = self.get("/page?x=1", host="demo.local:8080")
+        self.assertError(plain, 308, "route.https_redirect")
+        self.assertEqual(plain.header("Location"), "https://demo.local/page?x=1")
+        self.assertEqual(len(origin.requests), 1)  # the redirect never reached the origin
+        # Another tenant without the options: plain HTTP is served, no HSTS.
+        self.assertEqual(self.get("/", host="other.example").status, 200)
+        with tls_connect(self.parapet.port("https"), "other.example") as s:
+            self.assertIsNone(roundtrip(s, "other.example").header("Strict-Transport-Security"))
+
+
 class TlsReload(ParapetCase):
 
     def test_certificate_reload_keeps_open_connections(self):
