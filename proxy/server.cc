@@ -62,6 +62,7 @@ struct MainState {
   std::vector<std::unique_ptr<Worker>>* workers = nullptr;
   uv_signal_t sig[std::size(kSignals)];
   uv_timer_t poll;
+  uv_timer_t ticket_rotation;
   uv_tcp_t admin;
   bool has_admin = false;
   int signals = 0;  // SIGTERM/SIGINT received
@@ -75,6 +76,7 @@ void on_drain_poll(uv_timer_t* t) {
   }
   for (uv_signal_t& h : st->sig) uv_close(reinterpret_cast<uv_handle_t*>(&h), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&st->poll), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&st->ticket_rotation), nullptr);
   if (st->has_admin) uv_close(reinterpret_cast<uv_handle_t*>(&st->admin), nullptr);
   close_admin_connections();  // live tails end with the process
   st->server->tail()->close();
@@ -312,6 +314,13 @@ int Server::run(config::Config cfg, std::string exe, std::vector<std::string> ar
 
   uv_timer_init(loop, &ms.poll);
   ms.poll.data = &ms;
+  // TLS session ticket keys: a new current key every 12 hours, the previous two still
+  // decrypt (tickets live at most 36 hours, and a ticket made with an old key is renewed).
+  constexpr uint64_t kTicketRotationMs = 12ull * 3600 * 1000;
+  uv_timer_init(loop, &ms.ticket_rotation);
+  uv_timer_start(
+      &ms.ticket_rotation, [](uv_timer_t*) { tls_rotate_ticket_keys(); }, kTicketRotationMs,
+      kTicketRotationMs);
   for (size_t i = 0; i < std::size(kSignals); ++i) {
     uv_signal_init(loop, &ms.sig[i]);
     ms.sig[i].data = &ms;

@@ -1,9 +1,14 @@
 #include "proxy/tls.h"
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <cstring>
+#include <mutex>
 
 namespace parapet {
 
@@ -25,6 +30,70 @@ int on_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsign
     return SSL_TLSEXT_ERR_OK;
   }
   return SSL_TLSEXT_ERR_NOACK;  // no common protocol: carry on without ALPN (HTTP/1.1)
+}
+
+struct TicketKey {
+  unsigned char name[16];
+  unsigned char aes[32];
+  unsigned char hmac[32];
+};
+
+class TicketKeys {
+ public:
+  TicketKeys() { rotate(); }
+  void rotate() {
+    TicketKey k;
+    RAND_bytes(k.name, sizeof k.name);
+    RAND_bytes(k.aes, sizeof k.aes);
+    RAND_bytes(k.hmac, sizeof k.hmac);
+    std::lock_guard<std::mutex> lock(mu_);
+    keys_.insert(keys_.begin(), k);
+    if (keys_.size() > 3) keys_.pop_back();
+  }
+  // Returns 0 if no key has this name, 1 for the current key, 2 for an older one.
+  int get(const unsigned char* name, TicketKey* out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (name == nullptr) {
+      *out = keys_.front();
+      return 1;
+    }
+    for (size_t i = 0; i < keys_.size(); ++i) {
+      if (std::memcmp(keys_[i].name, name, sizeof keys_[i].name) == 0) {
+        *out = keys_[i];
+        return i == 0 ? 1 : 2;
+      }
+    }
+    return 0;
+  }
+
+ private:
+  std::mutex mu_;  // taken once per handshake that issues or presents a ticket
+  std::vector<TicketKey> keys_;
+};
+
+TicketKeys& ticket_keys() {
+  static TicketKeys k;
+  return k;
+}
+
+int on_ticket_key(SSL*, unsigned char key_name[16], unsigned char* iv, EVP_CIPHER_CTX* ctx,
+                  EVP_MAC_CTX* hctx, int enc) {
+  TicketKey k;
+  int found = ticket_keys().get(enc ? nullptr : key_name, &k);
+  if (found == 0) return 0;  // unknown key: full handshake
+  if (enc) {
+    std::memcpy(key_name, k.name, sizeof k.name);
+    if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1) return -1;
+  }
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof k.hmac),
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
+      OSSL_PARAM_construct_end()};
+  if (EVP_MAC_CTX_set_params(hctx, params) != 1) return -1;
+  int ok = enc ? EVP_EncryptInit_ex(ctx, EVP_aes_256_cbc(), nullptr, k.aes, iv)
+               : EVP_DecryptInit_ex(ctx, EVP_aes_256_cbc(), nullptr, k.aes, iv);
+  if (ok != 1) return -1;
+  return found;  // 2: decrypted with an older key, issue a fresh ticket
 }
 
 std::string lower(std::string s) {
@@ -82,11 +151,11 @@ std::shared_ptr<const TlsContexts> TlsContexts::build(const config::Config& cfg,
       SSL_CTX_set_options(
           ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
       SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-      // No resumption yet: a per-process session cache would not work across workers of a
-      // future multi-process setup, and ticket keys must be shared and rotated first (next
-      // step of the TLS issue). Without them each connection costs no cache entry.
+      // Resumption by stateless tickets only (keys shared by all workers, rotated): no
+      // per-process session cache, so a handshake adds no state on the server.
       SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-      SSL_CTX_set_num_tickets(ctx, 0);
+      SSL_CTX_set_num_tickets(ctx, 1);
+      SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
       SSL_CTX_set_alpn_select_cb(ctx, on_alpn, nullptr);
       SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
       SSL_CTX_set_tlsext_servername_arg(ctx, t.get());
@@ -144,6 +213,8 @@ SSL* TlsContexts::new_ssl(bool reject_no_sni) const {
   SSL_set_accept_state(ssl);
   return ssl;
 }
+
+void tls_rotate_ticket_keys() { ticket_keys().rotate(); }
 
 TlsConn::TlsConn(SSL* s) : ssl(s) {
   rbio = BIO_new(BIO_s_mem());

@@ -58,6 +58,12 @@ struct TlsConn {
   std::shared_ptr<const TlsContexts> ctx;
 };
 
+// Session ticket keys, one set per process, shared by every worker and every certificate
+// context (also across reloads), so a ticket issued by one worker resumes on any other.
+// rotate() makes a new current key and keeps the previous two for decryption (tickets are
+// accepted for up to three rotation periods, renewed when made with an older key).
+void tls_rotate_ticket_keys();
+
 // Error text of the OpenSSL error queue (and clears it).
 std::string tls_error_text();
 

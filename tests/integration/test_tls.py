@@ -190,6 +190,29 @@ class Tls(ParapetCase):
         raw.close()
 
 
+class Resumption(ParapetCase):
+
+    def test_session_resumes_on_new_connections_across_workers(self):
+        origin = self.start_origin()
+        config = tls_config(origin)
+        config["workers"] = 2
+        self.start_parapet(config)
+        port = self.parapet.port("https")
+        ctx = client_context()
+        with tls_connect(port, "demo.local", ctx) as first:
+            self.assertEqual(roundtrip(first, "demo.local").status, 200)  # ticket read by now
+            session = first.session
+            self.assertFalse(first.session_reused)
+        self.assertIsNotNone(session)
+        resumed = 0
+        for _ in range(8):  # SO_REUSEPORT spreads these over both workers
+            raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+            with ctx.wrap_socket(raw, server_hostname="demo.local", session=session) as s:
+                self.assertEqual(roundtrip(s, "demo.local").status, 200)
+                resumed += s.session_reused
+        self.assertEqual(resumed, 8)
+
+
 class HstsAndRedirect(ParapetCase):
 
     def test_hsts_over_tls_and_redirect_from_plain_http(self):
