@@ -119,11 +119,15 @@ std::shared_ptr<const TlsContexts> TlsContexts::build(const config::Config& cfg,
                                                       std::vector<std::string>* errors) {
   auto t = std::shared_ptr<TlsContexts>(new TlsContexts());
   for (const config::Tenant& tenant : cfg.tenants) {
+    if (tenant.certificates.empty()) continue;
+    // One context per tenant holding all its pairs (one per key type): OpenSSL serves the
+    // ECDSA certificate to clients that support it and the RSA one to the others.
+    SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+    bool ok = true;
     for (const config::Certificate& c : tenant.certificates) {
-      SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
       auto fail = [&](const std::string& why) {
         errors->push_back(c.where + ": certificate of tenant '" + tenant.name + "': " + why);
-        SSL_CTX_free(ctx);
+        ok = false;
       };
       if (SSL_CTX_use_certificate_chain_file(ctx, c.cert.c_str()) != 1) {
         fail("cannot load cert '" + c.cert + "': " + tls_error_text());
@@ -137,36 +141,38 @@ std::shared_ptr<const TlsContexts> TlsContexts::build(const config::Config& cfg,
         fail("key '" + c.key + "' does not match cert '" + c.cert + "'");
         continue;
       }
-      X509* x = SSL_CTX_get0_certificate(ctx);
-      if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
+      X509* x = SSL_CTX_get0_certificate(ctx);  // the pair just loaded
+      if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0)
         fail("cert '" + c.cert + "' has expired");
-        continue;
-      }
-      SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-      SSL_CTX_set_cipher_list(ctx, kCiphers12);
-      // Mozilla intermediate order for TLS 1.3 (OpenSSL's default puts AES-256 first).
-      SSL_CTX_set_ciphersuites(ctx,
-                               "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
-                               "TLS_CHACHA20_POLY1305_SHA256");
-      SSL_CTX_set_options(
-          ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-      SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-      // Resumption by stateless tickets only (keys shared by all workers, rotated): no
-      // per-process session cache, so a handshake adds no state on the server.
-      SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-      SSL_CTX_set_num_tickets(ctx, 1);
-      SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
-      SSL_CTX_set_alpn_select_cb(ctx, on_alpn, nullptr);
-      SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
-      SSL_CTX_set_tlsext_servername_arg(ctx, t.get());
-      t->ctxs_.push_back(ctx);
-      for (const std::string& h : tenant.hosts) {
-        std::string host = lower(h);
-        if (host.rfind("*.", 0) == 0)
-          t->wildcard_.emplace(host.substr(1), ctx);
-        else
-          t->exact_.emplace(host, ctx);
-      }
+    }
+    if (!ok) {
+      SSL_CTX_free(ctx);
+      continue;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_cipher_list(ctx, kCiphers12);
+    // Mozilla intermediate order for TLS 1.3 (OpenSSL's default puts AES-256 first).
+    SSL_CTX_set_ciphersuites(ctx,
+                             "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                             "TLS_CHACHA20_POLY1305_SHA256");
+    SSL_CTX_set_options(
+        ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    // Resumption by stateless tickets only (keys shared by all workers, rotated): no
+    // per-process session cache, so a handshake adds no state on the server.
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(ctx, 1);
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, nullptr);
+    SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
+    SSL_CTX_set_tlsext_servername_arg(ctx, t.get());
+    t->ctxs_.push_back(ctx);
+    for (const std::string& h : tenant.hosts) {
+      std::string host = lower(h);
+      if (host.rfind("*.", 0) == 0)
+        t->wildcard_.emplace(host.substr(1), ctx);
+      else
+        t->exact_.emplace(host, ctx);
     }
   }
   if (!errors->empty()) return nullptr;

@@ -29,9 +29,12 @@ def make_certs() -> str:
 
     run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
         "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=parapet-test-ca", "-days", "2")
-    leaves = {"demo": "DNS:demo.local,DNS:*.demo.local", "other": "DNS:other.example"}
+    leaves = {"demo": "DNS:demo.local,DNS:*.demo.local", "other": "DNS:other.example",
+              "demo-rsa": "DNS:demo.local,DNS:*.demo.local"}
     for name, san in leaves.items():
-        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        key = ["-newkey", "rsa:2048"] if name.endswith("-rsa") else \
+            ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+        run("req", *key, "-nodes",
             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
         with open(os.path.join(d, f"{name}.ext"), "w") as f:
             f.write(f"subjectAltName={san}\n")
@@ -188,6 +191,29 @@ class Tls(ParapetCase):
         self.assertEqual(raw.recv(1), b"")
         self.assertLess(time.monotonic() - start, 3.0)
         raw.close()
+
+
+class KeyTypes(ParapetCase):
+
+    def test_ecdsa_and_rsa_side_by_side(self):
+        origin = self.start_origin()
+        config = tls_config(origin)
+        config["tenants"][0]["tls"]["certificates"].append(
+            {"cert": f"{CERTS}/demo-rsa.pem", "key": f"{CERTS}/demo-rsa.key"})
+        self.start_parapet(config)
+        port = self.parapet.port("https")
+        def der(name):
+            with open(f"{CERTS}/{name}.pem") as f:
+                return ssl.PEM_cert_to_DER_cert(f.read())
+
+        with tls_connect(port, "demo.local") as s:  # a modern client gets the ECDSA pair
+            self.assertEqual(s.getpeercert(binary_form=True), der("demo"))
+        rsa_only = client_context(maximum_version=ssl.TLSVersion.TLSv1_2)
+        rsa_only.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256")
+        with tls_connect(port, "demo.local", rsa_only) as s:  # an RSA-only client, the RSA one
+            self.assertEqual(s.cipher()[0], "ECDHE-RSA-AES128-GCM-SHA256")
+            self.assertEqual(s.getpeercert(binary_form=True), der("demo-rsa"))
+            self.assertEqual(roundtrip(s, "demo.local").status, 200)
 
 
 class Resumption(ParapetCase):
