@@ -261,7 +261,26 @@ class Loader {
   }
 
   void tenant_tls(const YAML::Node& tls, Tenant* t) {
-    if (!check_keys(tls, "tenant tls", {"certificates", "hsts", "redirect_http"})) return;
+    if (!check_keys(tls, "tenant tls",
+                    {"certificates", "hsts", "redirect_http", "client_ca", "client_cert_failure"}))
+      return;
+    if (auto ca = tls["client_ca"]) {
+      if (scalar(ca, "tls.client_ca", &t->client_ca) && !t->client_ca.empty() &&
+          t->client_ca[0] != '/') {
+        size_t slash = file_.rfind('/');
+        if (slash != std::string::npos) t->client_ca = file_.substr(0, slash + 1) + t->client_ca;
+      }
+    }
+    if (auto f = tls["client_cert_failure"]) {
+      std::string v;
+      if (scalar(f, "tls.client_cert_failure", &v)) {
+        if (v == "status")
+          t->client_cert_403 = true;
+        else if (v != "handshake")
+          error(f, "tls.client_cert_failure must be handshake or status");
+      }
+      if (t->client_ca.empty()) error(f, "tls.client_cert_failure needs tls.client_ca");
+    }
     if (auto h = tls["hsts"]) {
       if (scalar(h, "tls.hsts", &t->hsts) && (t->hsts.rfind("max-age=", 0) != 0 ||
                                               t->hsts.find_first_of("\r\n") != std::string::npos)) {

@@ -84,6 +84,10 @@ struct Tenant {
   std::vector<Certificate> certificates;  // served by SNI for the tenant's hosts
   std::string hsts;            // Strict-Transport-Security value added over TLS ("" = none)
   bool redirect_http = false;  // plain HTTP requests get 308 to https://
+  // mTLS: clients must present a certificate signed by client_ca (PEM bundle); without a
+  // valid one the handshake fails, or (client_cert_failure: status) requests get 403.
+  std::string client_ca;
+  bool client_cert_403 = false;
   std::vector<Origin> origins;
   std::vector<Route> routes;  // sorted by path length, longest first
 };

@@ -63,6 +63,15 @@ Flow phase_route(Exchange* ex) {
   }
   ex->tenant = static_cast<uint32_t>(tenant);
   ex->tstats = w->tenant_stats(ex->tenant);
+  if (const TlsConn* t = c->tls();
+      t != nullptr && !ex->snap->cfg().tenants[ex->tenant].client_ca.empty()) {
+    // mTLS in status mode: the handshake let the client in; its requests need a valid cert.
+    X509* peer = SSL_get0_peer_certificate(t->ssl);
+    if (peer == nullptr || SSL_get_verify_result(t->ssl) != X509_V_OK) {
+      c->reply(403, "tls.client_cert_required", false);
+      return Flow::Respond;
+    }
+  }
   if (c->tls() == nullptr && ex->snap->cfg().tenants[ex->tenant].redirect_http) {
     // The tenant serves HTTPS only: 308 keeps the method and body semantics.
     std::string loc = "Location: https://";

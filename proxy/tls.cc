@@ -96,6 +96,10 @@ int on_ticket_key(SSL*, unsigned char key_name[16], unsigned char* iv, EVP_CIPHE
   return found;  // 2: decrypted with an older key, issue a fresh ticket
 }
 
+// Status mode of mTLS: the handshake completes whatever the client sent; the verify result
+// stays recorded (SSL_get_verify_result) and phase_route answers 403 when it is not OK.
+int accept_any_client_cert(int, X509_STORE_CTX*) { return 1; }
+
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
   return s;
@@ -144,6 +148,25 @@ std::shared_ptr<const TlsContexts> TlsContexts::build(const config::Config& cfg,
       X509* x = SSL_CTX_get0_certificate(ctx);  // the pair just loaded
       if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0)
         fail("cert '" + c.cert + "' has expired");
+    }
+    if (ok && !tenant.client_ca.empty()) {
+      if (SSL_CTX_load_verify_locations(ctx, tenant.client_ca.c_str(), nullptr) != 1) {
+        errors->push_back(tenant.certificates[0].where + ": tenant '" + tenant.name +
+                          "': cannot load client_ca '" + tenant.client_ca +
+                          "': " + tls_error_text());
+        ok = false;
+      } else {
+        STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(tenant.client_ca.c_str());
+        if (names != nullptr) SSL_CTX_set_client_CA_list(ctx, names);
+        // Handshake mode: no valid client certificate, no handshake. Status mode: the
+        // handshake completes and requests are answered 403 (proxy/phase_route.cc).
+        SSL_CTX_set_verify(ctx,
+                           tenant.client_cert_403
+                               ? SSL_VERIFY_PEER
+                               : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                           tenant.client_cert_403 ? accept_any_client_cert : nullptr);
+        SSL_CTX_set_verify_depth(ctx, 4);
+      }
     }
     if (!ok) {
       SSL_CTX_free(ctx);
@@ -209,6 +232,9 @@ int TlsContexts::on_servername(SSL* ssl, int* alert, void* arg) {
     return SSL_TLSEXT_ERR_ALERT_FATAL;  // no tenant of ours: nothing to serve
   }
   SSL_set_SSL_CTX(ssl, ctx);
+  // SSL_set_SSL_CTX keeps the verify settings of the context the SSL was made from.
+  SSL_set_verify(ssl, SSL_CTX_get_verify_mode(ctx), SSL_CTX_get_verify_callback(ctx));
+  SSL_set_client_CA_list(ssl, SSL_dup_CA_list(SSL_CTX_get_client_CA_list(ctx)));
   return SSL_TLSEXT_ERR_OK;
 }
 

@@ -40,6 +40,13 @@ def make_certs() -> str:
             f.write(f"subjectAltName={san}\n")
         run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    # Client certificates for mTLS: one signed by the CA, one self-signed (untrusted).
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=client")
+    run("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "client.pem", "-days", "2")
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "rogue.key", "-out", "rogue.pem", "-subj", "/CN=rogue", "-days", "2")
     return d
 
 
@@ -214,6 +221,44 @@ class KeyTypes(ParapetCase):
             self.assertEqual(s.cipher()[0], "ECDHE-RSA-AES128-GCM-SHA256")
             self.assertEqual(s.getpeercert(binary_form=True), der("demo-rsa"))
             self.assertEqual(roundtrip(s, "demo.local").status, 200)
+
+
+class MutualTls(ParapetCase):
+
+    def start_mtls(self, failure):
+        origin = self.start_origin()
+        config = tls_config(origin)
+        config["tenants"][0]["tls"]["client_ca"] = f"{CERTS}/ca.pem"
+        config["tenants"][0]["tls"]["client_cert_failure"] = failure
+        self.start_parapet(config)
+        return origin, self.parapet.port("https")
+
+    def with_cert(self, name):
+        ctx = client_context()
+        ctx.load_cert_chain(f"{CERTS}/{name}.pem", f"{CERTS}/{name}.key")
+        return ctx
+
+    def test_required_client_certificate_fails_the_handshake_without_one(self):
+        origin, port = self.start_mtls("handshake")
+        with self.assertRaises((ssl.SSLError, ConnectionError)):
+            with tls_connect(port, "demo.local") as s:  # TLS 1.3: the alert comes after
+                roundtrip(s, "demo.local")
+        with tls_connect(port, "demo.local", self.with_cert("client")) as s:
+            self.assertEqual(roundtrip(s, "demo.local").status, 200)
+        self.assertEqual(len(origin.requests), 1)
+        # The other tenant asks for no client certificate.
+        with tls_connect(port, "other.example") as s:
+            self.assertEqual(roundtrip(s, "other.example").status, 200)
+
+    def test_status_mode_answers_403_without_a_valid_certificate(self):
+        origin, port = self.start_mtls("status")
+        with tls_connect(port, "demo.local") as s:
+            self.assertError(roundtrip(s, "demo.local"), 403, "tls.client_cert_required")
+        with tls_connect(port, "demo.local", self.with_cert("rogue")) as s:
+            self.assertError(roundtrip(s, "demo.local"), 403, "tls.client_cert_required")
+        with tls_connect(port, "demo.local", self.with_cert("client")) as s:
+            self.assertEqual(roundtrip(s, "demo.local").status, 200)
+        self.assertEqual(len(origin.requests), 1)
 
 
 class Resumption(ParapetCase):
