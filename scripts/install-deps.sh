@@ -11,7 +11,7 @@ pkgs=(
   python3 curl openssl procps iproute2
 )
 if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(nginx libnginx-mod-http-lua haproxy varnish wrk time util-linux)
+  pkgs+=(nginx libnginx-mod-http-lua haproxy varnish wrk time util-linux testssl.sh linux-perf)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
