@@ -117,7 +117,8 @@ class Loader {
       error(root, "'listeners' is required");
     }
     if (auto a = root["admin"]) {
-      if (check_keys(a, "admin", {"address"})) {
+      if (check_keys(a, "admin", {"address", "idle_timeout"})) {
+        if (auto it = a["idle_timeout"]) duration(it, "admin.idle_timeout", &c->admin_idle_ms);
         if (auto addr = a["address"]) {
           address(addr, "admin.address", &c->admin);
           c->has_admin = true;

@@ -105,6 +105,7 @@ struct Config {
   std::vector<Listener> listeners;
   bool has_admin = false;
   Address admin;
+  uint32_t admin_idle_ms = 30'000;  // an admin request must come and be answered within this
   Limits limits;
   Timeouts timeouts;
   AccessLogConfig access_log;

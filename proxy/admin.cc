@@ -58,6 +58,7 @@ struct AdminConn final : Http1Handler, TailSubscriber {
         "Transfer-Encoding: chunked\r\n\r\n");
     out.flush();
     tailing = true;
+    uv_timer_stop(&timer);  // a tail lasts as long as its reader wants
     server->tail()->subscribe(this);
   }
   bool deliver(std::string_view line) override {
@@ -97,8 +98,14 @@ struct AdminConn final : Http1Handler, TailSubscriber {
     closed = true;
     if (tailing) server->tail()->unsubscribe(this);
     conns().erase(this);
-    uv_close(reinterpret_cast<uv_handle_t*>(&tcp),
-             [](uv_handle_t* h) { delete static_cast<AdminConn*>(h->data); });
+    // Two handles: the object goes when the second one has closed.
+    auto on_closed = [](uv_handle_t* h) {
+      auto* c = static_cast<AdminConn*>(h->data);
+      if (--c->open_handles == 0) delete c;
+    };
+    uv_timer_stop(&timer);
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer), on_closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_closed);
   }
   static void on_out(void* owner, Outbox*, Outbox::Event, int) {
     auto* c = static_cast<AdminConn*>(owner);
@@ -110,6 +117,8 @@ struct AdminConn final : Http1Handler, TailSubscriber {
   }
 
   uv_tcp_t tcp;
+  uv_timer_t timer;  // an admin request must arrive and be answered within admin.idle_timeout
+  int open_handles = 2;
   Server* server;
   Http1Parser parser;
   Outbox out;
@@ -136,6 +145,11 @@ void on_admin_connection(uv_stream_t* server, int status) {
   if (status < 0) return;
   auto* c = new AdminConn(static_cast<Server*>(server->data));
   uv_tcp_init(server->loop, &c->tcp);
+  uv_timer_init(server->loop, &c->timer);
+  c->timer.data = c;
+  uv_timer_start(
+      &c->timer, [](uv_timer_t* t) { static_cast<AdminConn*>(t->data)->close(); },
+      c->server->admin_idle_ms(), 0);
   AdminConn::conns().insert(c);
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
     c->close();

@@ -34,6 +34,7 @@ class Server {
   // SIGUSR1: the access log reopens its file (log rotation).
   void reopen_logs();
   TailHub* tail() const { return tail_.get(); }
+  uint32_t admin_idle_ms() const { return snap_->cfg().admin_idle_ms; }
   // SIGUSR2: start the binary at exe_ again, handing over the listening sockets (upgrade.h).
   void upgrade();
 

@@ -98,6 +98,21 @@ class Metrics(ParapetCase):
         self.assertEqual(metric(m, "parapet_upstream_server_resting_workers", **labels), 1)
 
 
+class AdminIdle(ParapetCase):
+
+    def test_an_idle_admin_connection_is_closed(self):
+        config = demo_config(self.start_origin())
+        config["admin"]["idle_timeout"] = "1s"
+        self.start_parapet(config)
+        sock = connect(self.parapet.admin_port)
+        sock.sendall(b"GET /heal")  # and nothing more
+        start = time.monotonic()
+        sock.settimeout(5)
+        self.assertEqual(sock.recv(1), b"")
+        self.assertLess(time.monotonic() - start, 3.0)
+        sock.close()
+
+
 class AccessLogTests(ParapetCase):
 
     def config(self, origin, fmt="json"):
