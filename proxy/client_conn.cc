@@ -247,24 +247,20 @@ void ClientConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 }
 
 void ClientConn::on_plain(const char* data, size_t len) {
-  ClientConn* c = this;
-  const uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
-  const uv_buf_t* buf = &b;
-  const ssize_t nread = static_cast<ssize_t>(len);
   if (ex != nullptr && ex->tunnel) {
     if (ex->origin == nullptr) return;
-    ex->origin->out.stage_ref(buf->base, static_cast<size_t>(nread));
-    c->flush_all();
+    ex->origin->out.stage_ref(data, len);
+    flush_all();
     return;
   }
   if (ex != nullptr && ex->req_done) {
     // The parser waits for the current response: keep the bytes (pipelining, upgrade data).
-    std::string& bl = c->backlog();
-    bl.append(buf->base, static_cast<size_t>(nread));
-    if (bl.size() > c->wk()->cfg().limits.max_header_bytes + 64 * 1024) c->pause_reading();
+    std::string& bl = backlog();
+    bl.append(data, len);
+    if (bl.size() > wk()->cfg().limits.max_header_bytes + 64 * 1024) pause_reading();
     return;
   }
-  c->consume(buf->base, static_cast<size_t>(nread));
+  consume(data, len);
 }
 
 void ClientConn::consume(const char* data, size_t len) {

@@ -170,7 +170,6 @@ struct Exchange {
   uint32_t server = UINT32_MAX;  // server id of the current attempt
   uint32_t failed_server = UINT32_MAX;
   OriginConn* origin = nullptr;
-  uint64_t started_ms = 0;
   // For metrics and the access log.
   uint64_t t_start_ns = 0, t_upstream_ns = 0, t_connected_ns = 0, t_first_byte_ns = 0;
   uint64_t bytes_out = 0;
@@ -217,7 +216,9 @@ struct OriginConn final : Http1Handler {
   void close();
   void arm_timer(TimerKind kind);
   // The exchange failed on this connection: tell it, then close.
-  void fail(const char* reason, int status, bool retryable);
+  // How a failure counts in the server's metrics.
+  enum class FailKind : uint8_t { Connect, Timeout, Reset };
+  void fail(FailKind kind, const char* reason, int status, bool retryable);
 
   static void on_connect(uv_connect_t* req, int status);
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);

@@ -540,15 +540,20 @@ void OriginConn::close() {
 
 void OriginConn::on_closed(uv_handle_t* h) { delete conn_of<OriginConn>(h->data); }
 
-void OriginConn::fail(const char* reason, int status, bool retryable) {
+void OriginConn::fail(FailKind kind, const char* reason, int status, bool retryable) {
   Exchange* e = ex;
   ServerState& ss = *pool;
-  if (status == 504 || std::strcmp(reason, "upstream.connect_timeout") == 0)
-    ss.timeouts.add();
-  else if (timer_kind == TimerKind::Connect)
-    ss.connect_failures.add();
-  else
-    ss.resets.add();
+  switch (kind) {
+    case FailKind::Connect:
+      ss.connect_failures.add();
+      break;
+    case FailKind::Timeout:
+      ss.timeouts.add();
+      break;
+    case FailKind::Reset:
+      ss.resets.add();
+      break;
+  }
   if (!reused) {
     w->stats().upstream_failures.add();
     if (ss.max_fails > 0 && ++ss.fails >= ss.max_fails) {
@@ -558,10 +563,9 @@ void OriginConn::fail(const char* reason, int status, bool retryable) {
                 ss.fail_timeout_ms, reason);
     }
   }
-  // close() detaches the exchange; the flags read by upstream_failed stay as they are.
-  TimerKind kind = timer_kind;
+  // close() detaches the exchange; the flags upstream_failed reads (timer_kind, got_bytes,
+  // reused, out) stay as they are until the close callback.
   close();
-  timer_kind = kind;
   if (e != nullptr) upstream_failed(e, this, reason, status, retryable);
 }
 
@@ -569,7 +573,7 @@ void OriginConn::on_connect(uv_connect_t* req, int status) {
   auto* oc = conn_of<OriginConn>(req->handle->data);
   if (oc->state == State::Closing) return;
   if (status < 0) {
-    oc->fail("upstream.connect_failed", 502, true);
+    oc->fail(FailKind::Connect, "upstream.connect_failed", 502, true);
     return;
   }
   oc->state = State::Busy;
@@ -584,10 +588,10 @@ void OriginConn::on_timer(TimerNode* n) {
   auto* oc = static_cast<OriginConn*>(n->owner);
   switch (oc->timer_kind) {
     case TimerKind::Connect:
-      oc->fail("upstream.connect_timeout", 502, true);
+      oc->fail(FailKind::Timeout, "upstream.connect_timeout", 502, true);
       return;
     case TimerKind::Response:
-      oc->fail("upstream.response_timeout", 504, false);
+      oc->fail(FailKind::Timeout, "upstream.response_timeout", 504, false);
       return;
     case TimerKind::Idle:
       oc->close();
@@ -602,7 +606,7 @@ void OriginConn::on_out_event(void* owner, Outbox*, Outbox::Event ev, int) {
     if (oc->state == State::Idle) {
       oc->close();
     } else {
-      oc->fail("upstream.reset", 502, true);
+      oc->fail(FailKind::Reset, "upstream.reset", 502, true);
     }
     return;
   }
@@ -647,7 +651,7 @@ void OriginConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
         return;
       }
     }
-    oc->fail("upstream.reset", 502, true);
+    oc->fail(FailKind::Reset, "upstream.reset", 502, true);
     return;
   }
   if (ex->tunnel) {
@@ -674,7 +678,7 @@ void OriginConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
       oc->close();
       c->close_now();
     } else {
-      oc->fail("upstream.bad_response", 502, false);
+      oc->fail(FailKind::Reset, "upstream.bad_response", 502, false);
     }
     return;
   }

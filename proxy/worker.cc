@@ -240,7 +240,6 @@ Exchange* Worker::new_exchange(ClientConn* c) {
     ex = new Exchange();
   }
   ex->reset(c, snap_, id_seed_ + ++id_counter_);
-  ex->started_ms = uv_now(&loop_);
   ex->t_start_ns = uv_hrtime();
   stats_.client_active.add();
   stats_.requests.add();
