@@ -266,11 +266,7 @@ class Loader {
                     {"certificates", "hsts", "redirect_http", "client_ca", "client_cert_failure"}))
       return;
     if (auto ca = tls["client_ca"]) {
-      if (scalar(ca, "tls.client_ca", &t->client_ca) && !t->client_ca.empty() &&
-          t->client_ca[0] != '/') {
-        size_t slash = file_.rfind('/');
-        if (slash != std::string::npos) t->client_ca = file_.substr(0, slash + 1) + t->client_ca;
-      }
+      if (scalar(ca, "tls.client_ca", &t->client_ca)) relative_to_file(&t->client_ca);
     }
     if (auto f = tls["client_cert_failure"]) {
       std::string v;
@@ -305,20 +301,13 @@ class Loader {
     for (const auto& c : cs) {
       if (!check_keys(c, "a certificate", {"cert", "key"})) continue;
       Certificate cert;
-      std::ostringstream where;
-      where << file_ << ':' << (c.Mark().line + 1) << ':' << (c.Mark().column + 1);
-      cert.where = where.str();
+      cert.where = where(c);
       if (!c["cert"] || !scalar(c["cert"], "cert", &cert.cert))
         error(c, "certificate 'cert' (a PEM file) is required");
       if (!c["key"] || !scalar(c["key"], "key", &cert.key))
         error(c, "certificate 'key' (a PEM file) is required");
-      // Relative paths are relative to the config file's folder.
-      for (std::string* path : {&cert.cert, &cert.key}) {
-        if (!path->empty() && (*path)[0] != '/') {
-          size_t slash = file_.rfind('/');
-          if (slash != std::string::npos) *path = file_.substr(0, slash + 1) + *path;
-        }
-      }
+      relative_to_file(&cert.cert);
+      relative_to_file(&cert.key);
       t->certificates.push_back(std::move(cert));
     }
   }
@@ -358,9 +347,10 @@ class Loader {
     for (const auto& n : os) {
       if (!check_keys(n, "an origin",
                       {"name", "servers", "balance", "hash_key", "connect_timeout",
-                       "response_timeout", "keepalive", "health"}))
+                       "response_timeout", "keepalive", "health", "tls"}))
         continue;
       Origin o;
+      o.tls.where = where(n);
       if (auto name = n["name"]) {
         scalar(name, "origin name", &o.name);
         if (!names.insert(o.name).second) error(name, "duplicate origin name '" + o.name + "'");
@@ -421,8 +411,60 @@ class Loader {
           if (auto v = h["fail_timeout"]) duration(v, "fail_timeout", &o.fail_timeout_ms);
         }
       }
+      bool any_tls = false;
+      for (const Address& a : o.servers) any_tls |= a.tls;
+      if (auto tls = n["tls"]) {
+        origin_tls(tls, &o.tls);
+        if (!any_tls) error(tls, "origin tls needs at least one https:// server");
+      }
       t->origins.push_back(std::move(o));
     }
+  }
+
+  void origin_tls(const YAML::Node& tls, OriginTls* o) {
+    if (!check_keys(tls, "origin tls", {"ca", "server_name", "verify", "cert", "key"})) return;
+    if (auto v = tls["ca"]) {
+      if (scalar(v, "origin tls.ca", &o->ca)) relative_to_file(&o->ca);
+    }
+    if (auto v = tls["server_name"]) {
+      if (scalar(v, "origin tls.server_name", &o->server_name) &&
+          (o->server_name.empty() ||
+           o->server_name.find_first_not_of("abcdefghijklmnopqrstuvwxyz"
+                                            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") !=
+               std::string::npos)) {
+        error(v, "origin tls.server_name must be a DNS name, got '" + o->server_name + "'");
+      }
+    }
+    if (auto v = tls["verify"]) {
+      std::string s;
+      if (scalar(v, "origin tls.verify", &s)) {
+        if (s == "false")
+          o->verify = false;
+        else if (s != "true")
+          error(v, "origin tls.verify must be true or false");
+      }
+    }
+    if (auto v = tls["cert"]) {
+      if (scalar(v, "origin tls.cert", &o->cert)) relative_to_file(&o->cert);
+    }
+    if (auto v = tls["key"]) {
+      if (scalar(v, "origin tls.key", &o->key)) relative_to_file(&o->key);
+    }
+    if (o->cert.empty() != o->key.empty()) error(tls, "origin tls.cert and tls.key go together");
+  }
+
+  // "file:line:col" of a node, for errors found later (loading the files it names).
+  std::string where(const YAML::Node& n) const {
+    std::ostringstream w;
+    w << file_ << ':' << (n.Mark().line + 1) << ':' << (n.Mark().column + 1);
+    return w.str();
+  }
+
+  // Relative paths are relative to the config file's folder.
+  void relative_to_file(std::string* path) const {
+    if (path->empty() || (*path)[0] == '/') return;
+    size_t slash = file_.rfind('/');
+    if (slash != std::string::npos) *path = file_.substr(0, slash + 1) + *path;
   }
 
   void routes(const YAML::Node& rs, const YAML::Node& tenant, Tenant* t) {

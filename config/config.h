@@ -20,6 +20,7 @@ struct Address {
   std::string text;  // as written, for logs: "127.0.0.1:9000"
   std::string host;  // host part without brackets
   uint16_t port = 0;
+  bool tls = false;  // "https://": TLS to this server
   sockaddr_storage sa{};
   socklen_t sa_len = 0;
 };
@@ -59,8 +60,18 @@ struct HashKey {
   std::string header;  // for Header
 };
 
+// TLS to an origin's https:// servers.
+struct OriginTls {
+  std::string ca;           // PEM bundle of trusted CAs ("" = the system's CA store)
+  std::string server_name;  // SNI and the name the certificate must carry ("" = the server's host)
+  bool verify = true;       // false: accept any certificate (testing only)
+  std::string cert, key;    // client certificate and key (PEM), optional
+  std::string where;        // "file:line:col" of the origin, for errors found loading the files
+};
+
 struct Origin {
   std::string name;
+  OriginTls tls;
   std::vector<Address> servers;
   Balance balance = Balance::RoundRobin;
   HashKey hash_key;
@@ -124,7 +135,8 @@ LoadResult load_text(const std::string& text, const std::string& name);
 
 // "10s", "250ms", "2m", "1h" or a plain number of seconds. False on anything else.
 bool parse_duration_ms(const std::string& text, uint64_t* out_ms);
-// "host:port", "[v6]:port", optionally prefixed with "http://". Resolves names (blocking).
+// "host:port", "[v6]:port", optionally prefixed with "http://" or "https://" (port defaults to
+// 80 or 443 then). Resolves names (blocking).
 bool parse_address(const std::string& text, Address* out, std::string* why);
 
 }  // namespace parapet::config

@@ -36,29 +36,39 @@ bool parse_duration_ms(const std::string& text, uint64_t* out_ms) {
 
 bool parse_address(const std::string& input, Address* out, std::string* why) {
   std::string text = input;
+  const char* default_port = nullptr;
+  out->tls = false;
   if (text.rfind("https://", 0) == 0) {
-    *why = "https origins are not supported yet (TLS to origins comes with the TLS issue)";
-    return false;
+    text = text.substr(8);
+    out->tls = true;
+    default_port = "443";
+  } else if (text.rfind("http://", 0) == 0) {
+    text = text.substr(7);
+    default_port = "80";
   }
-  if (text.rfind("http://", 0) == 0) text = text.substr(7);
   if (!text.empty() && text.back() == '/') text.pop_back();
   std::string host, port;
   if (!text.empty() && text[0] == '[') {
     size_t close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+    if (close == std::string::npos || (close + 1 < text.size() && text[close + 1] != ':') ||
+        (close + 1 >= text.size() && default_port == nullptr)) {
       *why = "expected [ipv6]:port";
       return false;
     }
     host = text.substr(1, close - 1);
-    port = text.substr(close + 2);
+    port = close + 1 < text.size() ? text.substr(close + 2) : default_port;
   } else {
     size_t colon = text.rfind(':');
-    if (colon == std::string::npos || colon == 0) {
+    if (colon == 0 || text.empty() || (colon == std::string::npos && default_port == nullptr)) {
       *why = "expected host:port";
       return false;
     }
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
+    host = colon == std::string::npos ? text : text.substr(0, colon);
+    port = colon == std::string::npos ? default_port : text.substr(colon + 1);
+  }
+  if (host.find_first_of("/?#@ ") != std::string::npos) {
+    *why = "expected host:port";
+    return false;
   }
   if (port.empty() || port.size() > 5 ||
       port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535) {

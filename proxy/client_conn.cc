@@ -19,7 +19,6 @@ namespace parapet {
 
 namespace {
 // Above this many bytes queued towards a peer, stop reading from the source (backpressure).
-constexpr size_t kHighWater = 256 * 1024;
 constexpr uint32_t kLingerMs = 2000;
 
 const char* status_phrase(int status) {

@@ -35,6 +35,9 @@ struct OriginConn;
 
 enum class Flow { Continue, Respond };
 
+// Backpressure: a side stops reading while the other side's outbox holds more than this.
+constexpr size_t kHighWater = 256 * 1024;
+
 // The uv handles of ClientConn and OriginConn carry their Http1Handler base in `data`, so the
 // worker can tell them apart when it walks its loop (shutdown) without keeping a list.
 template <class T>
@@ -47,7 +50,23 @@ T* conn_of(void* data) {
 // and health survive a reload that keeps the server; a server a reload removed is retired (its
 // idle connections closed, busy ones closed when their exchange ends).
 struct ServerState {
-  void configure(const config::Origin& o, const config::Address& a) {
+  ServerState() = default;
+  ServerState(const ServerState&) = delete;
+  ServerState& operator=(const ServerState&) = delete;
+  ~ServerState() {
+    if (tls_ctx != nullptr) SSL_CTX_free(tls_ctx);
+  }
+  // `ctx`: the client TLS context of an https:// server, or nullptr.
+  void configure(const config::Origin& o, const config::Address& a, SSL_CTX* ctx) {
+    if (ctx != tls_ctx) {
+      // A new snapshot's context may trust other CAs: sessions verified under the old one
+      // must not be resumed under the new one.
+      if (tls_ctx != nullptr) SSL_CTX_free(tls_ctx);
+      if (ctx != nullptr) SSL_CTX_up_ref(ctx);
+      tls_ctx = ctx;
+      tls_session.reset();
+    }
+    tls_name = o.tls.server_name.empty() ? a.host : o.tls.server_name;
     addr = a;
     connect_timeout_ms = o.connect_timeout_ms;
     response_timeout_ms = o.response_timeout_ms;
@@ -58,6 +77,9 @@ struct ServerState {
   }
 
   config::Address addr;
+  SSL_CTX* tls_ctx = nullptr;  // https:// server: client context (a reference of ours)
+  std::string tls_name;        // SNI and the name its certificate must carry
+  TlsSessionSlot tls_session;  // resumption of the next connection
   uint32_t connect_timeout_ms = 0, response_timeout_ms = 0, idle_timeout_ms = 0;
   uint32_t max_idle = 0, max_fails = 0, fail_timeout_ms = 0;
   OriginConn* idle = nullptr;  // most recently used first
@@ -220,6 +242,11 @@ struct OriginConn final : Http1Handler {
   enum class FailKind : uint8_t { Connect, Timeout, Reset };
   void fail(FailKind kind, const char* reason, int status, bool retryable);
 
+  // Ciphertext from an https:// server: handshake, then plaintext to on_bytes().
+  void on_cipher(const char* data, size_t len);
+  // Plaintext from the server, or (nread < 0) the libuv error or UV_EOF that ended it.
+  static void on_bytes(OriginConn* oc, const char* data, ssize_t nread);
+
   static void on_connect(uv_connect_t* req, int status);
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   static void on_timer(TimerNode* n);
@@ -228,6 +255,9 @@ struct OriginConn final : Http1Handler {
 
   uv_tcp_t tcp;
   uv_connect_t connect_req;
+  // TLS to an https:// server (memory BIOs, as on the client side); null for plain HTTP. The
+  // connect timeout covers the TCP connect and the handshake.
+  std::unique_ptr<TlsConn> tls;
   Worker* w;
   ServerState* pool;
   Http1Parser parser;

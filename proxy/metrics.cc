@@ -81,7 +81,7 @@ void histogram(std::string& m, const char* name, const std::string& labels, cons
 
 std::string Server::metrics_text() const {
   uint64_t req = 0, resp[6] = {}, conns = 0, active = 0, accepted = 0, connects = 0, reused = 0,
-           failures = 0, retries = 0, idle_up = 0, refused = 0;
+           up_tls = 0, up_tls_resumed = 0, failures = 0, retries = 0, idle_up = 0, refused = 0;
   std::map<std::string, Sums> tenants;
   std::map<std::string, uint64_t[6]> routes;
   std::map<std::string, ServerSums> servers;
@@ -95,6 +95,8 @@ std::string Server::metrics_text() const {
     accepted += s.client_accepted.get();
     connects += s.upstream_connects.get();
     reused += s.upstream_reused.get();
+    up_tls += s.upstream_tls_handshakes.get();
+    up_tls_resumed += s.upstream_tls_resumed.get();
     failures += s.upstream_failures.get();
     retries += s.upstream_retries.get();
     idle_up += s.upstream_idle.get();
@@ -181,6 +183,10 @@ std::string Server::metrics_text() const {
   header(m, "parapet_upstream_reused_total", "counter",
          "Exchanges that reused a pooled upstream connection.");
   sample(m, "parapet_upstream_reused_total", "", reused);
+  header(m, "parapet_upstream_tls_handshakes_total", "counter",
+         "TLS handshakes with https origins, by whether the session was resumed.");
+  sample(m, "parapet_upstream_tls_handshakes_total", "resumed=\"false\"", up_tls - up_tls_resumed);
+  sample(m, "parapet_upstream_tls_handshakes_total", "resumed=\"true\"", up_tls_resumed);
   header(m, "parapet_upstream_failures_total", "counter",
          "Upstream failures counted against a server.");
   sample(m, "parapet_upstream_failures_total", "", failures);

@@ -45,12 +45,14 @@ FreeList::~FreeList() {
 
 void Outbox::maybe_release() {
   State* s = st_;
-  if (s == nullptr || s->writing || !s->queued.empty() || !s->staged.empty()) return;
+  if (s == nullptr || s->writing || !s->queued.empty() || !s->staged.empty() || !s->held.empty())
+    return;
   s->scratch.clear();
   s->inflight.clear();
   if (s->inflight.capacity() > kMaxKeptCapacity) std::string().swap(s->inflight);
   if (s->queued.capacity() > kMaxKeptCapacity) std::string().swap(s->queued);
   if (s->scratch.capacity() > kMaxKeptCapacity) std::string().swap(s->scratch);
+  if (s->held.capacity() > kMaxKeptCapacity) std::string().swap(s->held);
   s->box = nullptr;
   st_ = nullptr;
   if (t_free.items.size() < kMaxFree) {
@@ -84,7 +86,7 @@ void Outbox::stage_copy(const char* p, size_t n) {
 }
 
 size_t Outbox::queued() const {
-  return st_ == nullptr ? 0 : st_->queued.size() + st_->inflight.size();
+  return st_ == nullptr ? 0 : st_->queued.size() + st_->inflight.size() + st_->held.size();
 }
 
 bool Outbox::writing() const { return st_ != nullptr && st_->writing; }
@@ -100,6 +102,17 @@ void Outbox::flush() {
 void Outbox::flush_tls() {
   // Encrypt what is staged (one record per piece, at most 16 KiB each), then hand the
   // ciphertext to the plaintext path as one piece borrowed from the BIO until it returns.
+  if (st_ != nullptr && hold_) {
+    // Handshake in progress: staged pieces borrow bytes only until this flush, keep a copy.
+    for (const Piece& pc : st_->staged) {
+      st_->held.append(pc.p ? pc.p : st_->scratch.data() + pc.off, pc.len);
+    }
+    st_->staged.clear();
+    st_->scratch.clear();
+  } else if (st_ != nullptr && !st_->held.empty()) {
+    SSL_write(ssl_, st_->held.data(), static_cast<int>(st_->held.size()));
+    st_->held.clear();
+  }
   if (st_ != nullptr && !st_->staged.empty()) {
     // Small pieces (a head, a body, chunk framing) go out as one record: one AEAD seal and
     // one record header instead of one per piece.
@@ -225,10 +238,25 @@ void Outbox::take_queued(Outbox* other) {
   if (other->st_ == nullptr) return;
   other->flush();
   State* o = other->st_;
-  if (o == nullptr || o->writing) return;
-  State* s = state();
-  s->queued.append(o->queued);
-  o->queued.clear();
+  if (o == nullptr) return;
+  std::string* plain = &o->queued;
+  if (other->ssl_ != nullptr) {
+    if (!other->hold_) return;  // its queue is ciphertext for its own session
+    plain = &o->held;
+  } else if (o->writing) {
+    return;
+  }
+  if (!plain->empty()) {
+    State* s = state();
+    if (ssl_ == nullptr) {
+      s->queued.append(*plain);
+    } else if (hold_) {
+      s->held.append(*plain);
+    } else {
+      stage_copy(*plain);
+    }
+    plain->clear();
+  }
   other->maybe_release();
 }
 

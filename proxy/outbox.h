@@ -35,14 +35,24 @@ class Outbox {
   // The stream is connected: queued bytes may go. Until then flush() only queues.
   void attach(uv_stream_t* stream);
   // TLS: staged bytes are plaintext; flush() encrypts them with SSL_write and writes what the
-  // SSL's memory write BIO holds (handshake records included).
-  void set_tls(SSL* ssl) { ssl_ = ssl; }
+  // SSL's memory write BIO holds (handshake records included). `hold`: the handshake is not
+  // done yet (client side), so flush() keeps the plaintext aside and writes only handshake
+  // records until release().
+  void set_tls(SSL* ssl, bool hold = false) {
+    ssl_ = ssl;
+    hold_ = hold;
+  }
+  // The handshake is done: what was held is encrypted and written.
+  void release() {
+    hold_ = false;
+    flush();
+  }
   void stage_ref(const char* p, size_t n);
   void stage_copy(const char* p, size_t n);
   void stage_copy(std::string_view s) { stage_copy(s.data(), s.size()); }
   void flush();
-  // Takes over everything `other` holds that is not yet in any kernel (for a retry on another
-  // connection). `other` must not be writing.
+  // Takes over the plaintext `other` holds that is not yet in any kernel (for a retry on another
+  // connection): its queue (plain), or what it held for its handshake (TLS).
   void take_queued(Outbox* other);
   // Bytes held here that the kernel has not accepted yet.
   size_t queued() const;
@@ -60,6 +70,7 @@ class Outbox {
     std::string scratch;
     std::string queued;    // waits behind the write in flight, or for attach()
     std::string inflight;  // owned by the uv_write in flight
+    std::string held;      // plaintext waiting for the TLS handshake (set_tls hold)
     uv_write_t req;
     bool writing = false;
     Outbox* box = nullptr;
@@ -78,6 +89,7 @@ class Outbox {
   uv_stream_t* stream_ = nullptr;
   State* st_ = nullptr;
   SSL* ssl_ = nullptr;
+  bool hold_ = false;
 };
 
 }  // namespace parapet

@@ -2,6 +2,9 @@
 // connection (or open one), forward the request head and body, relay the response back, and
 // give the connection back to its pool. Failures before any response byte retry once on
 // another server where that is safe; the rest become 502/503/504 for the client.
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cinttypes>
@@ -16,7 +19,6 @@ namespace parapet {
 
 namespace {
 
-constexpr size_t kHighWater = 256 * 1024;
 constexpr uint32_t kNone = UINT32_MAX;
 
 enum class Hdr {
@@ -502,6 +504,18 @@ bool OriginConn::connect() {
     uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_closed);
     return false;
   }
+  if (pool->tls_ctx != nullptr) {
+    SSL* ssl = tls_origin_ssl(pool->tls_ctx, pool->tls_name, &pool->tls_session);
+    if (ssl == nullptr) {
+      log_error("worker=%u upstream=%s TLS: %s", w->index(), a.text.c_str(),
+                tls_error_text().c_str());
+      state = State::Closing;
+      uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_closed);
+      return false;
+    }
+    tls = std::make_unique<TlsConn>(ssl);
+    out.set_tls(ssl, /*hold=*/true);  // the request waits for the handshake
+  }
   state = State::Connecting;
   arm_timer(TimerKind::Connect);
   return true;
@@ -535,6 +549,11 @@ void OriginConn::close() {
   }
   state = State::Closing;
   w->timers().disarm(&timer);
+  // OpenSSL marks the session of a connection freed without a shutdown as not resumable,
+  // which would spoil the copy kept in the server's slot: count the close as a shutdown
+  // (as nginx does for connections it drops without a close_notify).
+  if (tls && tls->handshake_done)
+    SSL_set_shutdown(tls->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp), on_closed);
 }
 
@@ -580,8 +599,61 @@ void OriginConn::on_connect(uv_connect_t* req, int status) {
   if (oc->ex != nullptr) oc->ex->t_connected_ns = uv_hrtime();
   uv_tcp_nodelay(&oc->tcp, 1);
   uv_read_start(reinterpret_cast<uv_stream_t*>(&oc->tcp), Worker::alloc_cb, on_read);
-  oc->arm_timer(TimerKind::Response);
   oc->out.attach(reinterpret_cast<uv_stream_t*>(&oc->tcp));
+  if (oc->tls) {
+    SSL_do_handshake(oc->tls->ssl);  // the ClientHello; the connect timer bounds the rest
+    oc->out.flush();
+    return;
+  }
+  oc->arm_timer(TimerKind::Response);
+}
+
+void OriginConn::on_cipher(const char* data, size_t len) {
+  BIO_write(tls->rbio, data, static_cast<int>(len));
+  if (!tls->handshake_done) {
+    int r = SSL_do_handshake(tls->ssl);
+    if (r != 1) {
+      int e = SSL_get_error(tls->ssl, r);
+      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        out.flush();
+        return;
+      }
+      long v = SSL_get_verify_result(tls->ssl);
+      std::string why = v != X509_V_OK
+                            ? std::string("certificate: ") + X509_verify_cert_error_string(v)
+                            : tls_error_text();
+      ERR_clear_error();
+      log_error("worker=%u upstream=%s TLS handshake failed: %s", w->index(),
+                pool->addr.text.c_str(), why.c_str());
+      fail(FailKind::Connect, "upstream.tls_failed", 502, true);
+      return;
+    }
+    tls->handshake_done = true;
+    w->stats().upstream_tls_handshakes.add();
+    if (SSL_session_reused(tls->ssl)) w->stats().upstream_tls_resumed.add();
+    arm_timer(TimerKind::Response);
+    out.release();  // the request, held during the handshake
+    // The client may have paused on what was held; if the kernel took it all at once, no
+    // Drained event will come to resume it.
+    if (ex != nullptr && out.queued() <= kHighWater) ex->client->resume_reading();
+  }
+  char* buf;
+  size_t cap;
+  Worker::read_buffer(&buf, &cap);
+  for (;;) {
+    int n = SSL_read(tls->ssl, buf, static_cast<int>(cap));
+    if (n > 0) {
+      on_bytes(this, buf, n);
+      if (state == State::Closing) return;
+      continue;
+    }
+    int e = SSL_get_error(tls->ssl, n);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
+    ERR_clear_error();
+    on_bytes(this, nullptr, e == SSL_ERROR_ZERO_RETURN ? UV_EOF : UV_EPROTO);
+    return;
+  }
+  out.flush();  // whatever the session itself has to say (e.g. a key update)
 }
 
 void OriginConn::on_timer(TimerNode* n) {
@@ -617,6 +689,15 @@ void OriginConn::on_out_event(void* owner, Outbox*, Outbox::Event ev, int) {
 void OriginConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   auto* oc = conn_of<OriginConn>(s->data);
   if (nread == 0 || oc->state == State::Closing) return;
+  if (nread > 0 && oc->tls) {
+    oc->on_cipher(buf->base, static_cast<size_t>(nread));
+    return;
+  }
+  on_bytes(oc, buf->base, nread);
+}
+
+void OriginConn::on_bytes(OriginConn* oc, const char* data, ssize_t nread) {
+  uv_stream_t* s = reinterpret_cast<uv_stream_t*>(&oc->tcp);
   if (oc->state == State::Idle) {
     oc->close();  // the origin closed an idle connection, or sent bytes nobody asked for
     return;
@@ -656,7 +737,7 @@ void OriginConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   }
   if (ex->tunnel) {
     oc->arm_timer(TimerKind::Response);  // the tunnel's idle timeout, re-armed both ways
-    c->out.stage_ref(buf->base, static_cast<size_t>(nread));
+    c->out.stage_ref(data, static_cast<size_t>(nread));
     c->out.flush();
     if (c->out.queued() > kHighWater) {
       uv_read_stop(s);
@@ -667,7 +748,7 @@ void OriginConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   }
   oc->got_bytes = true;
   oc->arm_timer(TimerKind::Response);
-  Http1Parser::Result r = oc->parser.execute(buf->base, static_cast<size_t>(nread));
+  Http1Parser::Result r = oc->parser.execute(data, static_cast<size_t>(nread));
   if (r.status == Http1Parser::Status::Error || oc->bad_head) {
     log_error("worker=%u request_id=%.*s upstream=%s bad response: %s", oc->w->index(),
               static_cast<int>(ex->request_id.size()), ex->request_id.data(),
@@ -685,7 +766,7 @@ void OriginConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   if (r.status == Http1Parser::Status::Upgrade) {
     ex->tunnel = true;
     if (r.consumed < static_cast<size_t>(nread)) {
-      c->out.stage_ref(buf->base + r.consumed, static_cast<size_t>(nread) - r.consumed);
+      c->out.stage_ref(data + r.consumed, static_cast<size_t>(nread) - r.consumed);
     }
     c->out.flush();
     // From now on the origin connection's timer is the tunnel's idle timeout (response_timeout,

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "proxy/tls.h"
+
 namespace parapet {
 
 uint64_t hash64(std::string_view s) {
@@ -32,7 +34,9 @@ Snapshot::Snapshot(config::Config cfg, std::shared_ptr<const TlsContexts> tls)
       }
     }
     group_base_.push_back(static_cast<uint32_t>(groups_.size()));
-    for (const config::Origin& o : tenant.origins) {
+    for (size_t oi = 0; oi < tenant.origins.size(); ++oi) {
+      const config::Origin& o = tenant.origins[oi];
+      SSL_CTX* octx = tls_ ? tls_->origin_ctx(t, oi) : nullptr;
       OriginGroup g;
       g.cfg = &o;
       g.tenant = t;
@@ -42,6 +46,7 @@ Snapshot::Snapshot(config::Config cfg, std::shared_ptr<const TlsContexts> tls)
         servers_.push_back(&o.servers[i]);
         server_origin_.push_back(&o);
         server_keys_.push_back(tenant.name + "/" + o.name + "/" + o.servers[i].text);
+        server_tls_.push_back(o.servers[i].tls ? octx : nullptr);
         for (int v = 0; v < kPointsPerServer; ++v) {
           g.ring.emplace_back(hash64(o.servers[i].text + "#" + std::to_string(v)), i);
         }

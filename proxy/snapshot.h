@@ -12,6 +12,8 @@
 
 #include "config/config.h"
 
+typedef struct ssl_ctx_st SSL_CTX;
+
 namespace parapet {
 
 struct StringHash {
@@ -54,6 +56,8 @@ class Snapshot {
   // "tenant/origin/host:port": a worker keeps a server's pool and health across reloads
   // while its key stays the same.
   const std::string& server_key(uint32_t id) const { return server_keys_[id]; }
+  // Client TLS context of an https:// server (nullptr for plain HTTP), owned by tls().
+  SSL_CTX* server_tls(uint32_t id) const { return server_tls_[id]; }
 
  private:
   config::Config cfg_;
@@ -65,6 +69,7 @@ class Snapshot {
   std::vector<const config::Address*> servers_;
   std::vector<const config::Origin*> server_origin_;
   std::vector<std::string> server_keys_;
+  std::vector<SSL_CTX*> server_tls_;
 };
 
 uint64_t hash64(std::string_view s);

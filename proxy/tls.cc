@@ -1,5 +1,6 @@
 #include "proxy/tls.h"
 
+#include <arpa/inet.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -100,6 +101,71 @@ int on_ticket_key(SSL*, unsigned char key_name[16], unsigned char* iv, EVP_CIPHE
 // stays recorded (SSL_get_verify_result) and phase_route answers 403 when it is not OK.
 int accept_any_client_cert(int, X509_STORE_CTX*) { return 1; }
 
+// A new session from an origin server: keep it (the slot takes our reference) for the next
+// connection to that server.
+int on_origin_session(SSL* ssl, SSL_SESSION* session) {
+  auto* slot = static_cast<TlsSessionSlot*>(SSL_get_app_data(ssl));
+  if (slot == nullptr) return 0;
+  slot->reset(session);
+  return 1;
+}
+
+void set_protocols(SSL_CTX* ctx) {
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_cipher_list(ctx, kCiphers12);
+  // Mozilla intermediate order for TLS 1.3 (OpenSSL's default puts AES-256 first).
+  SSL_CTX_set_ciphersuites(ctx,
+                           "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                           "TLS_CHACHA20_POLY1305_SHA256");
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+}
+
+// The client context of one origin: protocols as for clients, the origin's trust anchors
+// (or the system's), an optional client certificate, and a session callback for resumption.
+SSL_CTX* build_origin_ctx(const config::Tenant& tenant, const config::Origin& o,
+                          std::vector<std::string>* errors) {
+  const std::string who =
+      o.tls.where + ": origin '" + o.name + "' of tenant '" + tenant.name + "': ";
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  set_protocols(ctx);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  bool ok = true;
+  if (!o.tls.ca.empty()) {
+    if (SSL_CTX_load_verify_locations(ctx, o.tls.ca.c_str(), nullptr) != 1) {
+      errors->push_back(who + "cannot load tls.ca '" + o.tls.ca + "': " + tls_error_text());
+      ok = false;
+    }
+  } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+    errors->push_back(who + "cannot load the system CA store: " + tls_error_text());
+    ok = false;
+  }
+  SSL_CTX_set_verify(ctx, o.tls.verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+  if (!o.tls.cert.empty()) {
+    if (SSL_CTX_use_certificate_chain_file(ctx, o.tls.cert.c_str()) != 1) {
+      errors->push_back(who + "cannot load tls.cert '" + o.tls.cert + "': " + tls_error_text());
+      ok = false;
+    } else if (SSL_CTX_use_PrivateKey_file(ctx, o.tls.key.c_str(), SSL_FILETYPE_PEM) != 1) {
+      errors->push_back(who + "cannot load tls.key '" + o.tls.key + "': " + tls_error_text());
+      ok = false;
+    } else if (SSL_CTX_check_private_key(ctx) != 1) {
+      errors->push_back(who + "tls.key '" + o.tls.key + "' does not match tls.cert '" + o.tls.cert +
+                        "'");
+      ok = false;
+    }
+  }
+  static const unsigned char kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  SSL_CTX_set_alpn_protos(ctx, kAlpn, sizeof kAlpn);
+  // Sessions live in each server's slot (per worker), not in OpenSSL's shared cache.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(ctx, on_origin_session);
+  ERR_clear_error();
+  if (!ok) {
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
+  return ctx;
+}
+
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
   return s;
@@ -122,6 +188,14 @@ std::string tls_error_text() {
 std::shared_ptr<const TlsContexts> TlsContexts::build(const config::Config& cfg,
                                                       std::vector<std::string>* errors) {
   auto t = std::shared_ptr<TlsContexts>(new TlsContexts());
+  for (const config::Tenant& tenant : cfg.tenants) {
+    std::vector<SSL_CTX*>& octx = t->origin_ctxs_.emplace_back();
+    for (const config::Origin& o : tenant.origins) {
+      bool any_tls = false;
+      for (const config::Address& a : o.servers) any_tls |= a.tls;
+      octx.push_back(any_tls ? build_origin_ctx(tenant, o, errors) : nullptr);
+    }
+  }
   for (const config::Tenant& tenant : cfg.tenants) {
     if (tenant.certificates.empty()) continue;
     // One context per tenant holding all its pairs (one per key type): OpenSSL serves the
@@ -172,15 +246,9 @@ std::shared_ptr<const TlsContexts> TlsContexts::build(const config::Config& cfg,
       SSL_CTX_free(ctx);
       continue;
     }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_cipher_list(ctx, kCiphers12);
-    // Mozilla intermediate order for TLS 1.3 (OpenSSL's default puts AES-256 first).
-    SSL_CTX_set_ciphersuites(ctx,
-                             "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
-                             "TLS_CHACHA20_POLY1305_SHA256");
+    set_protocols(ctx);
     SSL_CTX_set_options(
         ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     // Resumption by stateless tickets only (keys shared by all workers, rotated): no
     // per-process session cache, so a handshake adds no state on the server.
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
@@ -204,6 +272,34 @@ std::shared_ptr<const TlsContexts> TlsContexts::build(const config::Config& cfg,
 
 TlsContexts::~TlsContexts() {
   for (SSL_CTX* c : ctxs_) SSL_CTX_free(c);
+  for (const auto& per_tenant : origin_ctxs_) {
+    for (SSL_CTX* c : per_tenant) SSL_CTX_free(c);  // null-safe
+  }
+}
+
+SSL_CTX* TlsContexts::origin_ctx(size_t tenant, size_t origin) const {
+  if (tenant >= origin_ctxs_.size() || origin >= origin_ctxs_[tenant].size()) return nullptr;
+  return origin_ctxs_[tenant][origin];
+}
+
+SSL* tls_origin_ssl(SSL_CTX* ctx, const std::string& name, TlsSessionSlot* slot) {
+  SSL* ssl = SSL_new(ctx);
+  if (ssl == nullptr) return nullptr;
+  SSL_set_connect_state(ssl);
+  in6_addr ip6;
+  in_addr ip4;
+  const bool is_ip =
+      inet_pton(AF_INET, name.c_str(), &ip4) == 1 || inet_pton(AF_INET6, name.c_str(), &ip6) == 1;
+  if (is_ip) {
+    // RFC 6066: no SNI for an address; the certificate must carry it as an IP SAN.
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name.c_str());
+  } else {
+    SSL_set_tlsext_host_name(ssl, name.c_str());
+    SSL_set1_host(ssl, name.c_str());
+  }
+  SSL_set_app_data(ssl, slot);
+  if (slot->session != nullptr) SSL_set_session(ssl, slot->session);
+  return ssl;
 }
 
 SSL_CTX* TlsContexts::find(std::string_view name) const {

@@ -34,12 +34,16 @@ class TlsContexts {
   bool empty() const { return ctxs_.empty(); }
   // A server-side SSL for a new connection on a listener; nullptr if no certificate exists.
   SSL* new_ssl(bool reject_no_sni) const;
+  // Client context for TLS to origin `origin` of tenant `tenant`, or nullptr when that origin
+  // has no https:// server. Owned here; holders that outlive the snapshot take a reference.
+  SSL_CTX* origin_ctx(size_t tenant, size_t origin) const;
 
  private:
   static int on_servername(SSL* ssl, int* alert, void* arg);
   SSL_CTX* find(std::string_view name) const;
 
-  std::vector<SSL_CTX*> ctxs_;  // ctxs_[0] is the default certificate
+  std::vector<SSL_CTX*> ctxs_;                      // ctxs_[0] is the default certificate
+  std::vector<std::vector<SSL_CTX*>> origin_ctxs_;  // [tenant][origin]
   std::unordered_map<std::string, SSL_CTX*> exact_, wildcard_;  // wildcard key: ".example.com"
 };
 
@@ -57,6 +61,26 @@ struct TlsConn {
   // Keeps the contexts (and the SNI callback's data) alive while this connection lives.
   std::shared_ptr<const TlsContexts> ctx;
 };
+
+// The last session an origin server gave us (TLS 1.3 tickets arrive after the handshake, so
+// the client context's new-session callback fills it), for resuming the next connection.
+// One per server per worker: only that worker's loop touches it.
+struct TlsSessionSlot {
+  TlsSessionSlot() = default;
+  TlsSessionSlot(const TlsSessionSlot&) = delete;
+  TlsSessionSlot& operator=(const TlsSessionSlot&) = delete;
+  ~TlsSessionSlot() { reset(); }
+  void reset(SSL_SESSION* s = nullptr) {
+    if (session != nullptr) SSL_SESSION_free(session);
+    session = s;
+  }
+  SSL_SESSION* session = nullptr;
+};
+
+// A client-side SSL to an origin server: SNI and certificate name `name` (an IP literal is
+// checked against the certificate's IP addresses and sends no SNI), resuming `slot`'s session
+// and storing the sessions the server issues there. `slot` must outlive the SSL's callbacks.
+SSL* tls_origin_ssl(SSL_CTX* ctx, const std::string& name, TlsSessionSlot* slot);
 
 // Session ticket keys, one set per process, shared by every worker and every certificate
 // context (also across reloads), so a ticket issued by one worker resumes on any other.

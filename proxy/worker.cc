@@ -123,7 +123,7 @@ void Worker::map_servers() {
         slot = std::make_unique<ServerState>();
       }
     }
-    slot->configure(snap_->server_origin(id), snap_->server(id));
+    slot->configure(snap_->server_origin(id), snap_->server(id), snap_->server_tls(id));
     slot->retired = false;
     server_map_[id] = slot.get();
   }

@@ -33,6 +33,7 @@ struct WorkerStats {
   Counter upstream_idle;  // pooled idle connections now
   Counter refused;        // malformed requests answered 4xx by the codec
   Counter tls_handshakes, tls_failures;
+  Counter upstream_tls_handshakes, upstream_tls_resumed;  // TLS to https:// origins
 };
 
 class AccessLog;

@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -949,6 +950,8 @@ class Origin:
     body_read_pause: seconds to wait after the head before reading the body (backpressure).
     auto_continue: answer "100 Continue" before reading the body of an
              `Expect: 100-continue` request.
+    tls:     an ssl.SSLContext (server side): serve HTTPS. Handshakes that fail are counted in
+             tls_failures, resumed sessions in tls_resumed.
     """
 
     IDLE_TIMEOUT = 120.0      # a connection silent this long is closed
@@ -958,8 +961,12 @@ class Origin:
     MAX_LIFETIME = 900.0      # stop accepting after this, even if stop() is never called
 
     def __init__(self, handler=None, count_only: bool = False, body_read_pause: float = 0.0,
-                 auto_continue: bool = True, name: str = "origin"):
+                 auto_continue: bool = True, name: str = "origin",
+                 tls: ssl.SSLContext | None = None):
         self.handler = handler
+        self.tls = tls
+        self.tls_failures = 0
+        self.tls_resumed = 0
         self.count_only = count_only
         self.body_read_pause = body_read_pause
         self.auto_continue = auto_continue
@@ -1022,6 +1029,19 @@ class Origin:
 
     def _serve(self, sock: socket.socket, conn_id: int) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            try:
+                sock.settimeout(10.0)
+                sock = self.tls.wrap_socket(sock, server_side=True)
+            except (ssl.SSLError, OSError):
+                with self.lock:
+                    self.tls_failures += 1
+                sock.close()
+                return
+            with self.lock:
+                self._socks.append(sock)
+                if sock.session_reused:
+                    self.tls_resumed += 1
         stream = Stream(sock, idle_timeout=self.IDLE_TIMEOUT, stop=self.stop_event)
         try:
             for index in range(self.MAX_REQUESTS_PER_CONN):

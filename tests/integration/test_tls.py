@@ -1,7 +1,10 @@
 """TLS termination: certificates chosen by SNI per tenant (exact and wildcard), the default
 certificate or a refusal without SNI, SNI/Host cross-tenant mismatch refused with 421, old
 protocol versions refused, garbage and stalled handshakes closed, proxying over TLS (keep-alive,
-large bodies), ALPN, and certificate errors reported by --check with file and line."""
+large bodies), ALPN, and certificate errors reported by --check with file and line.
+TLS to origins: https:// servers verified against a CA (name or IP), untrusted or misnamed
+certificates answered 502 without the request leaving, client certificates, pooling and
+session resumption, retries across servers."""
 
 import os
 import socket
@@ -14,8 +17,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import (Client, ParapetCase, Reply, build_request, demo_config,  # noqa: E402
-                     parse_responses, run_parapet, to_yaml)
+from harness import (Client, DeadPort, ParapetCase, Reply, build_request,  # noqa: E402
+                     demo_config, parse_responses, run_parapet, to_yaml)
 
 CERTS = None
 
@@ -30,7 +33,7 @@ def make_certs() -> str:
     run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
         "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=parapet-test-ca", "-days", "2")
     leaves = {"demo": "DNS:demo.local,DNS:*.demo.local", "other": "DNS:other.example",
-              "demo-rsa": "DNS:demo.local,DNS:*.demo.local"}
+              "demo-rsa": "DNS:demo.local,DNS:*.demo.local", "ip": "IP:127.0.0.1"}
     for name, san in leaves.items():
         key = ["-newkey", "rsa:2048"] if name.endswith("-rsa") else \
             ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
@@ -373,3 +376,140 @@ class TlsCheck(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def origin_context(leaf="demo", client_ca=None) -> ssl.SSLContext:
+    """Server side of an https origin: `leaf`'s certificate; with `client_ca`, a client
+    certificate signed by it is required."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(f"{CERTS}/{leaf}.pem", f"{CERTS}/{leaf}.key")
+    if client_ca:
+        ctx.load_verify_locations(f"{CERTS}/{client_ca}")
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class TlsOrigin(ParapetCase):
+    """parapet as a TLS client of https:// origins."""
+
+    def start(self, *origins, tls=None, origin=None):
+        servers = ["https://" + o.address if hasattr(o, "tls") and o.tls else o.address
+                   for o in origins]
+        config = demo_config(*servers, origin=origin)
+        if tls is not None:
+            config["tenants"][0]["origins"][0]["tls"] = tls
+        self.start_parapet(config)
+
+    def test_verified_origin_by_name(self):
+        origin = self.start_origin(tls=origin_context())
+        self.start(origin, tls={"ca": f"{CERTS}/ca.pem", "server_name": "demo.local"})
+        resp = self.get("/hello")
+        self.assertStatus(resp, 200)
+        self.assertEqual(resp.body, b"hello from origin")
+        req = origin.wait_requests(1)[0]
+        self.assertEqual(req.target, "/hello")
+        self.assertEqual(req.header("Host"), "demo.local")
+
+    def test_verified_origin_by_ip_address(self):
+        origin = self.start_origin(tls=origin_context("ip"))
+        self.start(origin, tls={"ca": f"{CERTS}/ca.pem"})
+        self.assertStatus(self.get("/"), 200)
+
+    def test_wrong_name_is_502_and_nothing_is_sent(self):
+        origin = self.start_origin(tls=origin_context())
+        self.start(origin, tls={"ca": f"{CERTS}/ca.pem", "server_name": "wrong.local"})
+        self.assertError(self.get("/"), 502, "upstream.tls_failed")
+        self.assertEqual(origin.request_count, 0)
+        self.assertIn("TLS handshake failed", self.parapet.stderr_text())
+
+    def test_ip_not_in_certificate_is_502(self):
+        origin = self.start_origin(tls=origin_context("demo"))  # names only, no IP SAN
+        self.start(origin, tls={"ca": f"{CERTS}/ca.pem"})
+        self.assertError(self.get("/"), 502, "upstream.tls_failed")
+        self.assertEqual(origin.request_count, 0)
+
+    def test_untrusted_ca_is_502(self):
+        origin = self.start_origin(tls=origin_context())
+        for ca in (f"{CERTS}/rogue.pem", None):  # another CA; the system store
+            with self.subTest(ca=ca):
+                tls = {"server_name": "demo.local"}
+                if ca:
+                    tls["ca"] = ca
+                self.start(origin, tls=tls)
+                self.assertError(self.get("/"), 502, "upstream.tls_failed")
+                self.parapet.stop()
+        self.assertEqual(origin.request_count, 0)
+
+    def test_verify_false_accepts_any_certificate(self):
+        origin = self.start_origin(tls=origin_context())
+        self.start(origin, tls={"verify": False})
+        self.assertStatus(self.get("/"), 200)
+
+    def test_client_certificate_to_origin(self):
+        origin = self.start_origin(tls=origin_context(client_ca="ca.pem"))
+        base = {"ca": f"{CERTS}/ca.pem", "server_name": "demo.local"}
+        self.start(origin, tls=base)
+        self.assertError(self.get("/"), 502, {"upstream.tls_failed", "upstream.reset"})
+        self.assertEqual(origin.request_count, 0)
+        self.parapet.stop()
+        self.start(origin, tls=dict(base, cert=f"{CERTS}/client.pem", key=f"{CERTS}/client.key"))
+        self.assertStatus(self.get("/"), 200)
+        self.assertEqual(origin.request_count, 1)
+
+    def test_pooled_connection_and_resumed_sessions(self):
+        origin = self.start_origin(tls=origin_context())
+        tls = {"ca": f"{CERTS}/ca.pem", "server_name": "demo.local"}
+        self.start(origin, tls=tls)
+        for _ in range(3):
+            self.assertStatus(self.get("/"), 200)
+        self.assertEqual(origin.connection_count, 1, "the TLS connection is pooled")
+        self.parapet.stop()
+        # Without pooling every request needs a handshake: all but the first resume.
+        origin2 = self.start_origin(tls=origin_context())
+        self.start(origin2, tls=tls, origin={"keepalive": {"max_idle": 0}})
+        for _ in range(4):
+            self.assertStatus(self.get("/"), 200)
+        self.assertEqual(origin2.connection_count, 4)
+        self.assertGreaterEqual(origin2.tls_resumed, 3, "sessions to the origin are resumed")
+
+    def test_large_bodies_both_ways(self):
+        def echo(req):
+            return Reply(200, body=req.body)
+        origin = self.start_origin(echo, tls=origin_context())
+        self.start(origin, tls={"ca": f"{CERTS}/ca.pem", "server_name": "demo.local"})
+        body = os.urandom(3 * 1024 * 1024)
+        with Client(self.parapet.port("http"), timeout=30) as c:
+            resp = c.roundtrip("POST", "/echo", host="demo.local", body=body)
+        self.assertStatus(resp, 200)
+        self.assertEqual(resp.body, body)
+
+    def test_retry_on_another_server_after_a_failed_handshake(self):
+        wrong = self.start_origin(tls=origin_context("other"), name="wrong")  # other.example
+        good = self.start_origin(tls=origin_context())
+        servers = ["https://" + wrong.address, "https://" + good.address]
+        config = demo_config(*servers)
+        config["tenants"][0]["origins"][0]["tls"] = {"ca": f"{CERTS}/ca.pem",
+                                                    "server_name": "demo.local"}
+        self.start_parapet(config)
+        body = b"x" * 5000
+        for _ in range(2):  # round robin: one of the two starts on the misnamed server
+            with Client(self.parapet.port("http")) as c:
+                resp = c.roundtrip("PUT", "/r", host="demo.local", body=body)
+            self.assertStatus(resp, 200)
+        reqs = good.wait_requests(2)
+        self.assertEqual(len(reqs), 2)
+        self.assertEqual([r.body for r in reqs], [body, body])
+        self.assertEqual(wrong.request_count, 0)
+        self.assertGreaterEqual(wrong.tls_failures, 1)
+
+    def test_bad_origin_tls_files_refused_by_check(self):
+        origin = self.start_origin(tls=origin_context())
+        config = demo_config("https://" + origin.address)
+        config["tenants"][0]["origins"][0]["tls"] = {"ca": f"{CERTS}/missing.pem"}
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(to_yaml(config))
+        self.addCleanup(os.unlink, f.name)
+        r = run_parapet(["--check", "-c", f.name])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(f"{f.name}:", r.stderr)
+        self.assertIn("cannot load tls.ca", r.stderr)

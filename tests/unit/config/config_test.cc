@@ -316,7 +316,7 @@ TEST(ConfigErrors, BadAddresses) {
   };
   for (const Case& c :
        {Case{"127.0.0.1:99999", "bad port"}, Case{"127.0.0.1", "expected host:port"},
-        Case{"127.0.0.1:http", "bad port"}, Case{"https://127.0.0.1:443", "https"},
+        Case{"127.0.0.1:http", "bad port"}, Case{"https://a/b:443", "expected host:port"},
         Case{"[::1]9000", "expected [ipv6]:port"}}) {
     SCOPED_TRACE(c.addr);
     const std::string y = kListeners +
@@ -463,6 +463,52 @@ TEST(ConfigErrors, HashKeyWithoutBalanceHash) {
   expect_error(y2, "client_ip", "hash_key needs balance: hash");
 }
 
+std::string origin_tls_yaml(const std::string& server, const std::string& tls) {
+  return kListeners +
+         "tenants:\n"
+         "  - name: a\n"
+         "    hosts: [a.local]\n"
+         "    origins:\n"
+         "      - name: web\n"
+         "        servers: [\"" +
+         server +
+         "\"]\n"
+         "        tls: " +
+         tls +
+         "\n"
+         "    routes:\n"
+         "      - path: /\n"
+         "        origin: web\n";
+}
+
+TEST(ConfigErrors, OriginTls) {
+  expect_error(origin_tls_yaml("127.0.0.1:9000", "{verify: false}"), "{verify",
+               "origin tls needs at least one https:// server");
+  expect_error(origin_tls_yaml("https://127.0.0.1:9000", "{verify: maybe}"), "maybe",
+               "origin tls.verify must be true or false");
+  expect_error(origin_tls_yaml("https://127.0.0.1:9000", "{cert: c.pem}"), "{cert",
+               "origin tls.cert and tls.key go together");
+  expect_error(origin_tls_yaml("https://127.0.0.1:9000", "{server_name: \"a b\"}"), "\"a b",
+               "origin tls.server_name must be a DNS name");
+  expect_error(origin_tls_yaml("https://127.0.0.1:9000", "{sni: x}"), "sni",
+               "unknown key 'sni' in origin tls");
+}
+
+TEST(Config, OriginTlsLoaded) {
+  LoadResult r = load_text(
+      origin_tls_yaml("https://127.0.0.1:9443",
+                      "{ca: ca.pem, server_name: api.internal, cert: /c.pem, key: k.pem}"),
+      "/etc/parapet/t.yaml");
+  ASSERT_TRUE(r.ok()) << join(r.errors);
+  const Origin& o = r.config.tenants[0].origins[0];
+  EXPECT_TRUE(o.servers[0].tls);
+  EXPECT_EQ(o.tls.ca, "/etc/parapet/ca.pem");
+  EXPECT_EQ(o.tls.server_name, "api.internal");
+  EXPECT_EQ(o.tls.cert, "/c.pem");
+  EXPECT_EQ(o.tls.key, "/etc/parapet/k.pem");
+  EXPECT_TRUE(o.tls.verify);
+}
+
 TEST(ConfigErrors, BadBalanceAndHashKey) {
   const std::string base = kListeners +
                            "tenants:\n"
@@ -579,6 +625,24 @@ TEST(ParseAddress, HttpPrefixAndTrailingSlash) {
   EXPECT_EQ(a.port, 80);
 }
 
+TEST(ParseAddress, HttpsWithAndWithoutPort) {
+  Address a;
+  std::string why;
+  ASSERT_TRUE(parse_address("https://127.0.0.1:8443", &a, &why)) << why;
+  EXPECT_TRUE(a.tls);
+  EXPECT_EQ(a.host, "127.0.0.1");
+  EXPECT_EQ(a.port, 8443);
+  ASSERT_TRUE(parse_address("https://localhost", &a, &why)) << why;
+  EXPECT_TRUE(a.tls);
+  EXPECT_EQ(a.host, "localhost");
+  EXPECT_EQ(a.port, 443);
+  ASSERT_TRUE(parse_address("https://[::1]", &a, &why)) << why;
+  EXPECT_EQ(a.port, 443);
+  ASSERT_TRUE(parse_address("http://127.0.0.1", &a, &why)) << why;
+  EXPECT_FALSE(a.tls);
+  EXPECT_EQ(a.port, 80);
+}
+
 TEST(ParseAddress, Ipv6) {
   Address a;
   std::string why;
@@ -610,7 +674,8 @@ TEST(ParseAddress, Refused) {
         Case{"127.0.0.1:65536", "bad port '65536'"}, Case{"127.0.0.1:123456", "bad port"},
         Case{"127.0.0.1:-1", "bad port"}, Case{"127.0.0.1:8o", "bad port"},
         Case{"[::1]", "expected [ipv6]:port"}, Case{"[::1]:", "bad port"},
-        Case{"[::1", "expected [ipv6]:port"}, Case{"https://127.0.0.1:443", "https"}}) {
+        Case{"[::1", "expected [ipv6]:port"}, Case{"https://a/b:443", "expected host:port"},
+        Case{"https://", "expected host:port"}, Case{"https://[::1]x", "expected [ipv6]:port"}}) {
     SCOPED_TRACE(c.text);
     Address a;
     std::string why;
