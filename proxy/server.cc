@@ -192,7 +192,7 @@ void Server::upgrade() {
   FdMap fds = all_fds_;
   if (admin_fd_ >= 0) fds["admin@" + snap_->cfg().admin.text] = {admin_fd_};
   std::string err;
-  pid_t pid = spawn_upgrade(exe_, argv_, fds, &err);
+  pid_t pid = spawn_upgrade(exe_, argv_, fds, tls_export_ticket_keys(), &err);
   if (pid < 0) {
     log_error("upgrade: %s", err.c_str());
     return;
@@ -258,6 +258,9 @@ int Server::run(config::Config cfg, std::string exe, std::vector<std::string> ar
   exe_ = std::move(exe);
   argv_ = std::move(argv);
   inherited_ = take_inherited();
+  if (!inherited_.ticket_keys.empty() && !tls_import_ticket_keys(inherited_.ticket_keys)) {
+    log_error("upgrade: the ticket keys handed over are malformed; new keys are used");
+  }
   for (const config::Listener& l : cfg.listeners) listener_keys_.push_back(listener_key(l));
   std::vector<std::string> tls_errors;
   std::shared_ptr<const TlsContexts> tls = build_tls(cfg, &tls_errors);

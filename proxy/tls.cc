@@ -66,6 +66,20 @@ class TicketKeys {
     }
     return 0;
   }
+  std::string export_all() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::string(reinterpret_cast<const char*>(keys_.data()),
+                       keys_.size() * sizeof(TicketKey));
+  }
+  bool import_all(std::string_view blob) {
+    if (blob.empty() || blob.size() % sizeof(TicketKey) != 0 || blob.size() / sizeof(TicketKey) > 3)
+      return false;
+    std::vector<TicketKey> keys(blob.size() / sizeof(TicketKey));
+    std::memcpy(keys.data(), blob.data(), blob.size());
+    std::lock_guard<std::mutex> lock(mu_);
+    keys_ = std::move(keys);
+    return true;
+  }
 
  private:
   std::mutex mu_;  // taken once per handshake that issues or presents a ticket
@@ -343,6 +357,8 @@ SSL* TlsContexts::new_ssl(bool reject_no_sni) const {
 }
 
 void tls_rotate_ticket_keys() { ticket_keys().rotate(); }
+std::string tls_export_ticket_keys() { return ticket_keys().export_all(); }
+bool tls_import_ticket_keys(std::string_view blob) { return ticket_keys().import_all(blob); }
 
 TlsConn::TlsConn(SSL* s) : ssl(s) {
   rbio = BIO_new(BIO_s_mem());

@@ -87,6 +87,10 @@ SSL* tls_origin_ssl(SSL_CTX* ctx, const std::string& name, TlsSessionSlot* slot)
 // rotate() makes a new current key and keeps the previous two for decryption (tickets are
 // accepted for up to three rotation periods, renewed when made with an older key).
 void tls_rotate_ticket_keys();
+// The keys as bytes, newest first (for a binary upgrade to hand over), and back: import
+// replaces the keys and returns false (changing nothing) on a malformed blob.
+std::string tls_export_ticket_keys();
+bool tls_import_ticket_keys(std::string_view blob);
 
 // Error text of the OpenSSL error queue (and clears it).
 std::string tls_error_text();

@@ -1,6 +1,7 @@
 #include "proxy/upgrade.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +16,8 @@ namespace parapet {
 namespace {
 constexpr const char* kFdsVar = "PARAPET_LISTEN_FDS";
 constexpr const char* kParentVar = "PARAPET_UPGRADE_PARENT";
+constexpr const char* kKeysVar = "PARAPET_TICKET_KEYS_FD";
+constexpr size_t kMaxKeysBytes = 64 * 1024;
 
 void set_cloexec(int fd, bool on) {
   int flags = fcntl(fd, F_GETFD);
@@ -49,11 +52,36 @@ Inherited take_inherited() {
     in.parent = static_cast<pid_t>(std::atoi(p));
     unsetenv(kParentVar);
   }
+  if (const char* k = std::getenv(kKeysVar)) {
+    int fd = std::atoi(k);
+    if (fd > 2 && fcntl(fd, F_GETFD) >= 0) {
+      char buf[4096];
+      ssize_t n;
+      while ((n = pread(fd, buf, sizeof buf, static_cast<off_t>(in.ticket_keys.size()))) > 0 &&
+             in.ticket_keys.size() < kMaxKeysBytes) {
+        in.ticket_keys.append(buf, static_cast<size_t>(n));
+      }
+      close(fd);
+    }
+    unsetenv(kKeysVar);
+  }
   return in;
 }
 
 pid_t spawn_upgrade(const std::string& exe, const std::vector<std::string>& argv, const FdMap& fds,
-                    std::string* err) {
+                    const std::string& ticket_keys, std::string* err) {
+  // The keys travel in an anonymous memory file, never in the environment (readable in /proc)
+  // or on disk; only the child inherits it.
+  int keys_fd = -1;
+  if (!ticket_keys.empty()) {
+    keys_fd = memfd_create("parapet-ticket-keys", 0);  // no MFD_CLOEXEC: the child inherits it
+    if (keys_fd < 0 || write(keys_fd, ticket_keys.data(), ticket_keys.size()) !=
+                           static_cast<ssize_t>(ticket_keys.size())) {
+      *err = std::string("ticket keys: ") + std::strerror(errno);
+      if (keys_fd >= 0) close(keys_fd);
+      return -1;
+    }
+  }
   std::string list;
   for (const auto& [key, v] : fds) {
     list += key + "\t";
@@ -65,8 +93,10 @@ pid_t spawn_upgrade(const std::string& exe, const std::vector<std::string>& argv
   for (char** e = environ; *e != nullptr; ++e) {
     if (std::strncmp(*e, kFdsVar, std::strlen(kFdsVar)) == 0) continue;
     if (std::strncmp(*e, kParentVar, std::strlen(kParentVar)) == 0) continue;
+    if (std::strncmp(*e, kKeysVar, std::strlen(kKeysVar)) == 0) continue;
     env_store.emplace_back(*e);
   }
+  if (keys_fd >= 0) env_store.push_back(std::string(kKeysVar) + "=" + std::to_string(keys_fd));
   env_store.push_back(std::string(kFdsVar) + "=" + list);
   env_store.push_back(std::string(kParentVar) + "=" + std::to_string(getpid()));
   std::vector<char*> envp, args;
@@ -85,6 +115,7 @@ pid_t spawn_upgrade(const std::string& exe, const std::vector<std::string>& argv
     _exit(127);
   }
   int saved = errno;
+  if (keys_fd >= 0) close(keys_fd);
   for (const auto& kv : fds) {
     for (int fd : kv.second) set_cloexec(fd, true);
   }

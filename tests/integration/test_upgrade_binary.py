@@ -1,10 +1,12 @@
 """Zero-downtime binary upgrade: SIGUSR2 starts the binary again with the listening sockets
 handed over; the new process tells the old one to drain. Under a bounded client load, no
-request fails, and the old process exits 0."""
+request fails, and the old process exits 0. TLS session tickets issued by the old process
+resume on the new one (the ticket keys are handed over too)."""
 
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -144,6 +146,35 @@ class BinaryUpgrade(unittest.TestCase):
         self.assertIsNotNone(old.wait_for_stderr(r"upgrade: pid \d+ exited with status 1"))
         self.assertTrue(send_raw(old.port("http"),
                                  build_request("GET", "/")).startswith(b"HTTP/1.1 200"))
+
+
+    def test_tls_tickets_of_the_old_process_resume_on_the_new_one(self):
+        import subprocess
+        import test_tls
+        certs = test_tls.make_certs()
+        self.addCleanup(subprocess.run, ["rm", "-rf", certs], check=False)
+        test_tls.CERTS = certs
+        old = Parapet(test_tls.tls_config(self.origin))
+        self.addCleanup(old._kill)
+        self.addCleanup(self.kill_new)
+        port = old.port("https")
+        ctx = test_tls.client_context()
+        with test_tls.tls_connect(port, "demo.local", ctx) as s:
+            self.assertEqual(test_tls.roundtrip(s, "demo.local").status, 200)
+            session = s.session
+        self.assertTrue(session.has_ticket)
+        os.kill(old.pid, signal.SIGUSR2)
+        m = old.wait_for_stderr(r"upgrade: started \S+ pid=(\d+)", timeout=5)
+        self.assertIsNotNone(m, old.diag())
+        self.new_pid = int(m.group(1))
+        old.proc.wait(15)
+        self.assertEqual(old.proc.returncode, 0, old.diag())
+        old.returncode = 0
+        self.assertNotIn("malformed", old.stderr_text())
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="demo.local", session=session) as s:
+            self.assertEqual(test_tls.roundtrip(s, "demo.local").status, 200)
+            self.assertTrue(s.session_reused, "a ticket of the old process resumes on the new")
 
 
 if __name__ == "__main__":
