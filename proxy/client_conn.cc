@@ -163,7 +163,7 @@ void ClientConn::on_cipher(const char* data, size_t len) {
   char* buf;
   size_t cap;
   Worker::read_buffer(&buf, &cap);
-  while (!closed) {
+  while (!closed && t->has_input()) {
     int n = SSL_read(t->ssl, buf, static_cast<int>(cap));
     if (n > 0) {
       on_plain(buf, static_cast<size_t>(n));

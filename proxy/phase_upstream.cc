@@ -640,7 +640,7 @@ void OriginConn::on_cipher(const char* data, size_t len) {
   char* buf;
   size_t cap;
   Worker::read_buffer(&buf, &cap);
-  for (;;) {
+  while (tls->has_input()) {
     int n = SSL_read(tls->ssl, buf, static_cast<int>(cap));
     if (n > 0) {
       on_bytes(this, buf, n);

@@ -58,6 +58,9 @@ struct TlsConn {
   BIO* rbio;  // ciphertext in (owned by ssl)
   BIO* wbio;  // ciphertext out (owned by ssl)
   bool handshake_done = false;
+  // Ciphertext waits to be read: in the read BIO, or buffered inside the SSL. The read loops
+  // stop when there is none instead of calling SSL_read once more only to get WANT_READ.
+  bool has_input() const { return BIO_ctrl_pending(rbio) > 0 || SSL_has_pending(ssl) == 1; }
   // Keeps the contexts (and the SNI callback's data) alive while this connection lives.
   std::shared_ptr<const TlsContexts> ctx;
 };
