@@ -134,8 +134,12 @@ void ClientConn::start(const std::shared_ptr<const TlsContexts>& tls_ctx, bool r
   arm_timer(TimerKind::Header);  // also bounds the TLS handshake
 }
 
-void ClientConn::on_cipher(const char* data, size_t len) {
+void ClientConn::on_cipher(char* data, size_t len) {
   TlsConn* t = tls();
+  if (t->ssl == nullptr) {
+    on_records(data, len);
+    return;
+  }
   BIO_write(t->rbio, data, static_cast<int>(len));
   if (!t->handshake_done) {
     int r = SSL_do_handshake(t->ssl);
@@ -151,12 +155,22 @@ void ClientConn::on_cipher(const char* data, size_t len) {
     }
     t->handshake_done = true;
     wk()->stats().tls_handshakes.add();
-    if (const char* sni = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name)) {
-      std::string name(sni);
+    // Records written by the completing step are TLS 1.3 tickets, under the application keys.
+    const uint64_t written = t->pending_records();
+    out.flush();
+    std::string leftover;
+    const bool taken = t->finish_handshake(written, &leftover);
+    if (!t->sni.empty()) {
+      std::string name = t->sni;
       for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
       int tid = wk()->snapshot()->find_tenant(name);
       if (tid >= 0)
         extras->sni_tenant = wk()->snapshot()->cfg().tenants[static_cast<size_t>(tid)].name;
+    }
+    if (taken) {
+      out.set_records(t->records.get());
+      if (!leftover.empty()) on_records(leftover.data(), leftover.size());
+      return;
     }
   }
   // The ciphertext is in the BIO now: the worker's read buffer takes the plaintext.
@@ -181,6 +195,26 @@ void ClientConn::on_cipher(const char* data, size_t len) {
     return;
   }
   out.flush();  // e.g. TLS 1.3 session tickets after the handshake
+}
+
+void ClientConn::on_records(char* data, size_t len) {
+  TlsConn* t = tls();
+  TlsRecords::Status st = t->records->open(
+      data, len,
+      [](void* self, char* p, size_t n) {
+        auto* c = static_cast<ClientConn*>(self);
+        c->on_plain(p, n);
+        return !c->closed && !c->closing;
+      },
+      this);
+  if (closed || closing) return;
+  if (st == TlsRecords::Status::Closed) {
+    on_eof();  // close_notify
+  } else if (st == TlsRecords::Status::Error) {
+    close_now();  // bad record, or something a finished handshake does not allow
+  } else if (t->records->has_pending()) {
+    out.flush();  // the answer to a KeyUpdate
+  }
 }
 
 void ClientConn::arm_timer(TimerKind kind) {
@@ -483,7 +517,7 @@ void ClientConn::close_gracefully() {
     ex = nullptr;
   }
   if (extras) std::string().swap(extras->backlog);
-  if (TlsConn* t = tls(); t != nullptr && t->handshake_done) SSL_shutdown(t->ssl);  // close_notify
+  if (TlsConn* t = tls(); t != nullptr && t->handshake_done) out.close_notify();
   out.flush();
   if (linger && read_stopped) {
     read_stopped = false;
@@ -748,15 +782,14 @@ void ClientConn::record(Exchange* e, const char* ended_by) {
     line += ",\"upstream_first_byte_ms\":";
     append_ms(line, e->t_upstream_ns, e->t_first_byte_ns);
     if (TlsConn* t = tls()) {
-      const char* sni = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
       line += ",\"tls\":\"";
-      line += SSL_get_version(t->ssl);
+      line += t->version;
       line += "\",\"cipher\":\"";
-      line += SSL_get_cipher_name(t->ssl);
+      line += t->cipher;
       line += "\",\"sni\":\"";
-      if (sni != nullptr) json_escape(line, sni);
+      json_escape(line, t->sni.c_str());
       line += "\",\"tls_resumed\":";
-      line += SSL_session_reused(t->ssl) ? "true" : "false";
+      line += t->resumed ? "true" : "false";
     }
     line += ",\"attempts\":";
     append_uint(line, e->attempts);

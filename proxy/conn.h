@@ -108,7 +108,9 @@ struct ClientConn final : Http1Handler {
   TlsConn* tls() const { return extras ? extras->tls.get() : nullptr; }
   // Plaintext from the socket (or from TLS): tunnel, backlog or parser.
   void on_plain(const char* data, size_t len);
-  void on_cipher(const char* data, size_t len);
+  void on_cipher(char* data, size_t len);
+  // After the handshake: records opened by TlsRecords, in place.
+  void on_records(char* data, size_t len);
   void consume(const char* data, size_t len);
   // Writes a complete local response (error or otherwise) for the current exchange.
   // `extra`: preformatted header lines ("Location: ...\r\n") for the response.

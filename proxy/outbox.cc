@@ -2,9 +2,12 @@
 
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cstring>
 #include <memory>
+
+#include "proxy/tls_records.h"
 
 namespace parapet {
 namespace {
@@ -92,6 +95,10 @@ size_t Outbox::queued() const {
 bool Outbox::writing() const { return st_ != nullptr && st_->writing; }
 
 void Outbox::flush() {
+  if (rec_ != nullptr) {
+    flush_records();
+    return;
+  }
   if (ssl_ != nullptr) {
     flush_tls();
     return;
@@ -143,6 +150,52 @@ void Outbox::flush_tls() {
     (void)BIO_reset(wbio);
   } else {
     flush_plain();
+  }
+}
+
+void Outbox::flush_records() {
+  // Seal every staged piece straight into one buffer (the plaintext is read once, the
+  // ciphertext written once), then write that buffer like plaintext: one writev, and only
+  // what the kernel does not take is copied.
+  if (st_ == nullptr && !rec_->has_pending()) return;
+  State* s = state();
+  if (s->staged.empty() && !rec_->has_pending()) {
+    flush_plain();
+    return;
+  }
+  thread_local std::vector<iovec> iov;
+  thread_local std::unique_ptr<char[]> sealed;
+  thread_local size_t sealed_cap = 0;
+  iov.clear();
+  size_t total = 0;
+  for (const Piece& pc : s->staged) {
+    iov.push_back(iovec{const_cast<char*>(pc.p ? pc.p : s->scratch.data() + pc.off), pc.len});
+    total += pc.len;
+  }
+  const size_t need = rec_->sealed_size(total);
+  if (need > sealed_cap) {
+    sealed_cap = std::max(need, size_t{64 * 1024});
+    sealed = std::make_unique<char[]>(sealed_cap);
+  }
+  const size_t n = rec_->seal(iov.data(), iov.size(), sealed.get());
+  s->staged.clear();
+  s->scratch.clear();
+  s->staged.push_back(Piece{sealed.get(), 0, n});
+  flush_plain();
+}
+
+void Outbox::close_notify() {
+  if (rec_ != nullptr) {
+    flush();
+    State* s = state();
+    char alert[TlsRecords::kAlertSize];
+    const size_t n = rec_->seal_close_notify(alert);
+    s->staged.push_back(Piece{nullptr, s->scratch.size(), n});
+    s->scratch.append(alert, n);
+    flush_plain();  // already sealed
+  } else if (ssl_ != nullptr) {
+    SSL_shutdown(ssl_);
+    flush();
   }
 }
 

@@ -22,6 +22,8 @@
 
 namespace parapet {
 
+class TlsRecords;
+
 class Outbox {
  public:
   enum class Event { Drained, Error };
@@ -42,6 +44,15 @@ class Outbox {
     ssl_ = ssl;
     hold_ = hold;
   }
+  // After the handshake (client connections): records are sealed by `r` (proxy/tls_records.h)
+  // straight from the staged pieces, instead of going through an SSL.
+  void set_records(TlsRecords* r) {
+    rec_ = r;
+    ssl_ = nullptr;
+    hold_ = false;
+  }
+  // Stages a TLS close_notify after what is staged (and flushes).
+  void close_notify();
   // The handshake is done: what was held is encrypted and written.
   void release() {
     hold_ = false;
@@ -80,6 +91,7 @@ class Outbox {
   State* state();
   void flush_plain();
   void flush_tls();
+  void flush_records();
   void maybe_release();
   void start_write();
   static void on_write(uv_write_t* req, int status);
@@ -89,6 +101,7 @@ class Outbox {
   uv_stream_t* stream_ = nullptr;
   State* st_ = nullptr;
   SSL* ssl_ = nullptr;
+  TlsRecords* rec_ = nullptr;
   bool hold_ = false;
 };
 

@@ -66,8 +66,7 @@ Flow phase_route(Exchange* ex) {
   if (const TlsConn* t = c->tls();
       t != nullptr && !ex->snap->cfg().tenants[ex->tenant].client_ca.empty()) {
     // mTLS in status mode: the handshake let the client in; its requests need a valid cert.
-    X509* peer = SSL_get0_peer_certificate(t->ssl);
-    if (peer == nullptr || SSL_get_verify_result(t->ssl) != X509_V_OK) {
+    if (!t->client_cert_ok) {
       c->reply(403, "tls.client_cert_required", false);
       return Flow::Respond;
     }

@@ -33,6 +33,12 @@ int on_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsign
   return SSL_TLSEXT_ERR_NOACK;  // no common protocol: carry on without ALPN (HTTP/1.1)
 }
 
+// The SSL ex_data slot of a connection's TlsConn.
+int conn_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
 struct TicketKey {
   unsigned char name[16];
   unsigned char aes[32];
@@ -109,6 +115,14 @@ int on_ticket_key(SSL*, unsigned char key_name[16], unsigned char* iv, EVP_CIPHE
                : EVP_DecryptInit_ex(ctx, EVP_aes_256_cbc(), nullptr, k.aes, iv);
   if (ok != 1) return -1;
   return found;  // 2: decrypted with an older key, issue a fresh ticket
+}
+
+// The traffic secrets of a client connection's handshake, for TlsRecords to take over.
+void on_keylog(const SSL* ssl, const char* line) {
+  auto* t = static_cast<TlsConn*>(SSL_get_ex_data(ssl, conn_index()));
+  if (t == nullptr) return;
+  if (!t->records) t->records = std::make_unique<TlsRecords>();
+  t->records->on_keylog_line(line);
 }
 
 // Status mode of mTLS: the handshake completes whatever the client sent; the verify result
@@ -269,6 +283,7 @@ std::shared_ptr<const TlsContexts> TlsContexts::build(const config::Config& cfg,
     SSL_CTX_set_num_tickets(ctx, 1);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, nullptr);
+    SSL_CTX_set_keylog_callback(ctx, on_keylog);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, t.get());
     t->ctxs_.push_back(ctx);
@@ -365,8 +380,45 @@ TlsConn::TlsConn(SSL* s) : ssl(s) {
   wbio = BIO_new(BIO_s_mem());
   BIO_set_mem_eof_return(rbio, -1);  // "no more data yet", not EOF
   SSL_set_bio(ssl, rbio, wbio);
+  SSL_set_ex_data(ssl, conn_index(), this);
 }
 
-TlsConn::~TlsConn() { SSL_free(ssl); }
+TlsConn::~TlsConn() {
+  if (ssl != nullptr) SSL_free(ssl);
+}
+
+uint64_t TlsConn::pending_records() const {
+  char* data = nullptr;
+  long n = BIO_get_mem_data(wbio, &data);
+  uint64_t count = 0;
+  for (long i = 0; i + 5 <= n; ++count) {
+    i += 5 + (static_cast<long>(static_cast<unsigned char>(data[i + 3])) << 8 |
+              static_cast<unsigned char>(data[i + 4]));
+  }
+  return count;
+}
+
+bool TlsConn::finish_handshake(uint64_t written, std::string* leftover) {
+  version = SSL_get_version(ssl);
+  cipher = SSL_get_cipher_name(ssl);
+  if (const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) sni = name;
+  resumed = SSL_session_reused(ssl) == 1;
+  client_cert_ok =
+      SSL_get0_peer_certificate(ssl) != nullptr && SSL_get_verify_result(ssl) == X509_V_OK;
+  if (!records) records = std::make_unique<TlsRecords>();
+  if (SSL_has_pending(ssl) == 1 || BIO_ctrl_pending(wbio) > 0 ||
+      !records->take_over(ssl, written)) {
+    records.reset();
+    return false;
+  }
+  char buf[4096];
+  int n;
+  while ((n = BIO_read(rbio, buf, sizeof buf)) > 0) leftover->append(buf, static_cast<size_t>(n));
+  SSL_free(ssl);
+  ssl = nullptr;
+  rbio = wbio = nullptr;
+  ctx.reset();
+  return true;
+}
 
 }  // namespace parapet

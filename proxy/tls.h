@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "proxy/tls_records.h"
 
 namespace parapet {
 
@@ -47,21 +48,39 @@ class TlsContexts {
   std::unordered_map<std::string, SSL_CTX*> exact_, wildcard_;  // wildcard key: ".example.com"
 };
 
-// Per-connection TLS state (memory BIOs).
+// Per-connection TLS state: OpenSSL with two memory BIOs for the handshake. A client
+// connection then hands its records to TlsRecords and frees the SSL (finish_handshake());
+// an origin connection keeps its SSL (it needs the sessions the server sends later).
 struct TlsConn {
   explicit TlsConn(SSL* s);
   ~TlsConn();
   TlsConn(const TlsConn&) = delete;
   TlsConn& operator=(const TlsConn&) = delete;
 
-  SSL* ssl;
-  BIO* rbio;  // ciphertext in (owned by ssl)
-  BIO* wbio;  // ciphertext out (owned by ssl)
-  bool handshake_done = false;
   // Ciphertext waits to be read: in the read BIO, or buffered inside the SSL. The read loops
   // stop when there is none instead of calling SSL_read once more only to get WANT_READ.
   bool has_input() const { return BIO_ctrl_pending(rbio) > 0 || SSL_has_pending(ssl) == 1; }
-  // Keeps the contexts (and the SNI callback's data) alive while this connection lives.
+  // Records waiting in the write BIO (TLS 1.3 session tickets right after the handshake).
+  uint64_t pending_records() const;
+  // Server side, the handshake just completed and its output was flushed: keeps what it
+  // settled (version, cipher, SNI, resumption, client certificate) and, when TlsRecords can
+  // take over (`written`: records already sent under the application keys), frees the SSL
+  // and appends the ciphertext left in the read BIO to *leftover. False: the SSL stays.
+  bool finish_handshake(uint64_t written, std::string* leftover);
+
+  SSL* ssl;   // null once `records` took over
+  BIO* rbio;  // ciphertext in (owned by ssl)
+  BIO* wbio;  // ciphertext out (owned by ssl)
+  bool handshake_done = false;
+  bool resumed = false;
+  bool client_cert_ok = false;  // a client certificate was presented and verified
+  const char* version = "";     // libssl's static names, valid after the SSL is gone
+  const char* cipher = "";
+  std::string sni;
+  // Filled by the keylog callback during the handshake (TLS 1.3 secrets); in use once ssl is
+  // null.
+  std::unique_ptr<TlsRecords> records;
+  // Keeps the contexts (and the SNI callback's data) alive during the handshake.
   std::shared_ptr<const TlsContexts> ctx;
 };
 

@@ -287,6 +287,90 @@ class Resumption(ParapetCase):
         self.assertEqual(resumed, 8)
 
 
+class RecordLayer(ParapetCase):
+    """After the handshake parapet seals and opens client records itself (proxy/tls_records.h):
+    every version and AEAD cipher, keep-alive, large bodies, resumed TLS 1.2, KeyUpdate."""
+
+    def setUp(self):
+        def echo(req):
+            return Reply(200, body=req.body or b"empty")
+        self.origin = self.start_origin(echo)
+        self.start_parapet(tls_config(self.origin))
+        self.port = self.parapet.port("https")
+
+    def exchange(self, ctx):
+        body = os.urandom(200 * 1024)
+        with tls_connect(self.port, "demo.local", ctx) as s:
+            for path in ("/a", "/b"):  # keep-alive
+                self.assertEqual(roundtrip(s, "demo.local", path).status, 200)
+            s.sendall(b"POST /up HTTP/1.1\r\nHost: demo.local\r\nContent-Length: "
+                      + str(len(body)).encode() + b"\r\n\r\n" + body)
+            data = b""
+            while True:
+                responses, _ = parse_responses(data)
+                if responses:
+                    break
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, "closed early")
+                data += chunk
+            self.assertEqual(responses[0].status, 200)
+            self.assertEqual(responses[0].body, body)
+            return s.cipher()[0]
+
+    def test_tls12_ciphers(self):
+        for cipher in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+                       "ECDHE-ECDSA-CHACHA20-POLY1305"):
+            with self.subTest(cipher=cipher):
+                ctx = client_context(maximum_version=ssl.TLSVersion.TLSv1_2)
+                ctx.set_ciphers(cipher)
+                self.assertEqual(self.exchange(ctx), cipher)
+
+    def test_tls13_default_suite(self):
+        self.assertEqual(self.exchange(client_context()), "TLS_AES_128_GCM_SHA256")
+
+    def test_tls13_suites_with_openssl_client(self):
+        for suite in ("TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"):
+            with self.subTest(suite=suite):
+                out = self.s_client(["-ciphersuites", suite],
+                                    [b"GET /x HTTP/1.1\r\nHost: demo.local\r\n\r\n"])
+                self.assertIn(b"HTTP/1.1 200", out)
+                self.assertIn(suite.encode(), out)
+
+    def test_resumed_tls12_session(self):
+        ctx = client_context(maximum_version=ssl.TLSVersion.TLSv1_2)
+        with tls_connect(self.port, "demo.local", ctx) as first:
+            self.assertEqual(roundtrip(first, "demo.local").status, 200)
+            session = first.session
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="demo.local", session=session) as s:
+            self.assertTrue(s.session_reused)
+            self.assertEqual(roundtrip(s, "demo.local").status, 200)
+            self.assertEqual(roundtrip(s, "demo.local").status, 200)
+
+    def test_key_update_requested_by_the_client(self):
+        req = b"GET /ku HTTP/1.1\r\nHost: demo.local\r\n\r\n"
+        out = self.s_client([], [req, b"K\n", req])  # "K": KeyUpdate, update requested
+        self.assertIn(b"KEYUPDATE", out)
+        self.assertEqual(out.count(b"HTTP/1.1 200"), 2, out[-2000:])
+
+    def s_client(self, args, chunks):
+        proc = subprocess.Popen(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{self.port}", "-servername",
+             "demo.local", "-CAfile", f"{CERTS}/ca.pem", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            time.sleep(0.5)
+            for c in chunks:
+                proc.stdin.write(c)
+                proc.stdin.flush()
+                time.sleep(0.5)
+            return proc.communicate(timeout=10)[0]  # closes stdin: s_client ends
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
 class HstsAndRedirect(ParapetCase):
 
     def test_hsts_over_tls_and_redirect_from_plain_http(self):
