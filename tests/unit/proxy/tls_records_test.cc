@@ -283,10 +283,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Param{TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256", 1},
                       Param{TLS1_2_VERSION, "ECDHE-ECDSA-AES256-GCM-SHA384", 1},
                       Param{TLS1_2_VERSION, "ECDHE-ECDSA-CHACHA20-POLY1305", 0}),
-    [](const ::testing::TestParamInfo<Param>& info) {
-      std::string name = info.param.version == TLS1_3_VERSION ? "tls13_" : "tls12_";
-      for (const char* c = info.param.cipher; *c != '\0'; ++c) name += std::isalnum(*c) ? *c : '_';
-      return name + "_tickets" + std::to_string(info.param.tickets);
+    [](const ::testing::TestParamInfo<Param>& p) {
+      std::string name = p.param.version == TLS1_3_VERSION ? "tls13_" : "tls12_";
+      for (const char* c = p.param.cipher; *c != '\0'; ++c) name += std::isalnum(*c) ? *c : '_';
+      return name + "_tickets" + std::to_string(p.param.tickets);
     });
 
 }  // namespace
