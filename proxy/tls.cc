@@ -111,8 +111,10 @@ int on_ticket_key(SSL*, unsigned char key_name[16], unsigned char* iv, EVP_CIPHE
       OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
       OSSL_PARAM_construct_end()};
   if (EVP_MAC_CTX_set_params(hctx, params) != 1) return -1;
-  int ok = enc ? EVP_EncryptInit_ex(ctx, EVP_aes_256_cbc(), nullptr, k.aes, iv)
-               : EVP_DecryptInit_ex(ctx, EVP_aes_256_cbc(), nullptr, k.aes, iv);
+  // Fetched once: EVP_aes_256_cbc() would make OpenSSL 3 look the cipher up per handshake.
+  static const EVP_CIPHER* aes = EVP_CIPHER_fetch(nullptr, "AES-256-CBC", nullptr);
+  int ok = enc ? EVP_EncryptInit_ex(ctx, aes, nullptr, k.aes, iv)
+               : EVP_DecryptInit_ex(ctx, aes, nullptr, k.aes, iv);
   if (ok != 1) return -1;
   return found;  // 2: decrypted with an older key, issue a fresh ticket
 }

@@ -2,7 +2,6 @@
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/kdf.h>
 #include <openssl/params.h>
 
 #include <algorithm>
@@ -79,11 +78,47 @@ void xor_nonce(const uint8_t iv[12], uint64_t seq, uint8_t out[12]) {
   for (int i = 0; i < 8; ++i) out[4 + i] ^= s[i];
 }
 
-// RFC 8446 7.1: HKDF-Expand-Label(secret, label, "", length).
+// HMAC-SHA256/384 with the digest fetched once per thread: the key derivations below are a
+// handful of HMACs per handshake, and a generic KDF object per derivation cost more than them.
+class Hmac {
+ public:
+  explicit Hmac(const char* digest) {
+    EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    ctx_ = EVP_MAC_CTX_new(mac);
+    EVP_MAC_free(mac);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>(digest), 0),
+        OSSL_PARAM_construct_end()};
+    EVP_MAC_CTX_set_params(ctx_, params);
+  }
+  ~Hmac() { EVP_MAC_CTX_free(ctx_); }
+  Hmac(const Hmac&) = delete;
+  Hmac& operator=(const Hmac&) = delete;
+  // out = HMAC(key, a || b); returns the MAC length.
+  size_t mac(const uint8_t* key, size_t key_len, const uint8_t* a, size_t a_len, const uint8_t* b,
+             size_t b_len, uint8_t* out) {
+    size_t n = 0;
+    if (EVP_MAC_init(ctx_, key, key_len, nullptr) != 1) return 0;
+    EVP_MAC_update(ctx_, a, a_len);
+    if (b_len > 0) EVP_MAC_update(ctx_, b, b_len);
+    if (EVP_MAC_final(ctx_, out, &n, 64) != 1) return 0;
+    return n;
+  }
+
+ private:
+  EVP_MAC_CTX* ctx_;
+};
+
+Hmac& hmac(bool sha384) {
+  thread_local Hmac h256("SHA256"), h384("SHA384");
+  return sha384 ? h384 : h256;
+}
+
+// RFC 8446 7.1: HKDF-Expand-Label(secret, label, "", length). Every length used here fits in
+// one hash block, so HKDF-Expand is a single HMAC(secret, info || 0x01) (RFC 5869 2.3).
 bool expand_label(bool sha384, const uint8_t* secret, size_t secret_len, const char* label,
                   uint8_t* out, size_t out_len) {
-  static EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
-  uint8_t info[2 + 1 + 64 + 1];
+  uint8_t info[2 + 1 + 64 + 1 + 1];
   size_t n = 0;
   info[n++] = static_cast<uint8_t>(out_len >> 8);
   info[n++] = static_cast<uint8_t>(out_len);
@@ -93,38 +128,34 @@ bool expand_label(bool sha384, const uint8_t* secret, size_t secret_len, const c
   std::memcpy(info + n + 6, label, llen - 6);
   n += llen;
   info[n++] = 0;  // empty context
-  EVP_KDF_CTX* k = EVP_KDF_CTX_new(kdf);
-  if (k == nullptr) return false;
-  int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
-      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
-                                       const_cast<char*>(sha384 ? "SHA384" : "SHA256"), 0),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(secret),
-                                        secret_len),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, n), OSSL_PARAM_construct_end()};
-  const bool ok = EVP_KDF_derive(k, out, out_len, params) == 1;
-  EVP_KDF_CTX_free(k);
-  return ok;
+  info[n++] = 1;  // the block counter
+  uint8_t t[64];
+  const size_t len = hmac(sha384).mac(secret, secret_len, info, n, nullptr, 0, t);
+  if (len < out_len) return false;
+  std::memcpy(out, t, out_len);
+  OPENSSL_cleanse(t, sizeof t);
+  return true;
 }
 
-// RFC 5246 6.3: the key block, PRF(master_secret, "key expansion", server_random +
-// client_random).
+// RFC 5246 5 and 6.3: the key block, P_hash(master_secret, "key expansion" + server_random +
+// client_random): A(i) = HMAC(secret, A(i-1)), output HMAC(secret, A(i) + seed) ...
 bool key_block(bool sha384, const uint8_t* master, size_t master_len, const uint8_t* seed,
                size_t seed_len, uint8_t* out, size_t out_len) {
-  static EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "TLS1-PRF", nullptr);
-  EVP_KDF_CTX* k = EVP_KDF_CTX_new(kdf);
-  if (k == nullptr) return false;
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
-                                       const_cast<char*>(sha384 ? "SHA384" : "SHA256"), 0),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SECRET, const_cast<uint8_t*>(master),
-                                        master_len),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SEED, const_cast<uint8_t*>(seed), seed_len),
-      OSSL_PARAM_construct_end()};
-  const bool ok = EVP_KDF_derive(k, out, out_len, params) == 1;
-  EVP_KDF_CTX_free(k);
-  return ok;
+  Hmac& h = hmac(sha384);
+  uint8_t a[64], block[64];
+  size_t alen = h.mac(master, master_len, seed, seed_len, nullptr, 0, a);
+  if (alen == 0) return false;
+  for (size_t done = 0; done < out_len;) {
+    size_t blen = h.mac(master, master_len, a, alen, seed, seed_len, block);
+    if (blen == 0) return false;
+    size_t take = std::min(blen, out_len - done);
+    std::memcpy(out + done, block, take);
+    done += take;
+    alen = h.mac(master, master_len, a, alen, nullptr, 0, a);
+  }
+  OPENSSL_cleanse(a, sizeof a);
+  OPENSSL_cleanse(block, sizeof block);
+  return true;
 }
 
 int hex(char c) {
