@@ -99,8 +99,8 @@ class Loader {
       return;
     }
     check_keys(root, "the top level",
-               {"workers", "listeners", "admin", "limits", "timeouts", "access_log", "tenants",
-                "policies"});
+               {"workers", "listeners", "admin", "limits", "timeouts", "access_log", "cache",
+                "tenants", "policies"});
     if (auto w = root["workers"]) {
       std::string s;
       if (scalar(w, "workers", &s)) {
@@ -130,6 +130,7 @@ class Loader {
     if (auto l = root["limits"]) limits(l, &c->limits);
     if (auto t = root["timeouts"]) timeouts(t, &c->timeouts);
     if (auto a = root["access_log"]) access_log(a, &c->access_log);
+    if (auto a = root["cache"]) cache_store(a, &c->cache);
     if (auto p = root["policies"]) {
       error(p, "'policies' are not supported by this build yet (the policy engine issue)");
     }
@@ -247,7 +248,8 @@ class Loader {
         error(n, "tenant name is required");
       }
       if (auto tls = n["tls"]) tenant_tls(tls, &t);
-      for (const char* later : {"cache", "policies", "rules", "lua"}) {
+      if (auto cache = n["cache"]) tenant_cache(cache, &t.cache);
+      for (const char* later : {"policies", "rules", "lua"}) {
         if (auto v = n[later]) {
           // Accepting these and ignoring them would let an operator believe a rule or a
           // certificate is in force. Refuse until the feature exists.
@@ -418,6 +420,148 @@ class Loader {
         if (!any_tls) error(tls, "origin tls needs at least one https:// server");
       }
       t->origins.push_back(std::move(o));
+    }
+  }
+
+  void size(const YAML::Node& n, const char* what, uint64_t* out, uint64_t min) {
+    std::string s;
+    if (!scalar(n, what, &s)) return;
+    uint64_t v = 0;
+    if (!parse_size(s, &v) || v < min || v > (1ull << 40)) {
+      error(n, std::string(what) + ": bad size '" + s + "' (e.g. 64KiB, 256MiB, 1GiB; at least " +
+                   std::to_string(min) + " bytes)");
+      return;
+    }
+    *out = v;
+  }
+
+  void boolean(const YAML::Node& n, const char* what, bool* out) {
+    std::string s;
+    if (!scalar(n, what, &s)) return;
+    if (s == "true") {
+      *out = true;
+    } else if (s == "false") {
+      *out = false;
+    } else {
+      error(n, std::string(what) + " must be true or false");
+    }
+  }
+
+  void string_list(const YAML::Node& n, const char* what, std::vector<std::string>* out,
+                   bool lower) {
+    if (!n.IsSequence()) {
+      error(n, std::string(what) + " must be a list");
+      return;
+    }
+    for (const auto& e : n) {
+      std::string s;
+      if (!scalar(e, what, &s)) continue;
+      if (s.empty() || s.find_first_of(" \t\r\n:;,=") != std::string::npos) {
+        error(e, std::string(what) + ": bad name '" + s + "'");
+        continue;
+      }
+      if (lower) {
+        for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      }
+      out->push_back(s);
+    }
+  }
+
+  void seconds(const YAML::Node& n, const char* what, int64_t* out) {
+    std::string s;
+    if (!scalar(n, what, &s)) return;
+    uint64_t ms = 0;
+    if (!parse_duration_ms(s, &ms) || ms > 10ull * 365 * 86'400'000) {
+      error(n, std::string(what) + ": bad duration '" + s + "' (e.g. 30s, 10m, 1h)");
+      return;
+    }
+    *out = static_cast<int64_t>(ms / 1000);
+  }
+
+  void cache_store(const YAML::Node& n, CacheStoreConfig* c) {
+    if (!check_keys(n, "cache", {"max_size", "max_object_size"})) return;
+    if (auto v = n["max_size"]) size(v, "cache.max_size", &c->max_bytes, 1 << 20);
+    if (auto v = n["max_object_size"]) size(v, "cache.max_object_size", &c->max_object_bytes, 1);
+    if (c->max_object_bytes > c->max_bytes) {
+      error(n, "cache.max_object_size must not exceed cache.max_size");
+    }
+  }
+
+  void tenant_cache(const YAML::Node& n, TenantCache* c) {
+    if (!check_keys(n, "tenant cache",
+                    {"enabled", "key", "store_set_cookie", "heuristic_fraction", "ttl_by_status",
+                     "stale_if_error", "rules"}))
+      return;
+    c->enabled = true;
+    if (auto v = n["enabled"]) boolean(v, "cache.enabled", &c->enabled);
+    if (auto k = n["key"]) {
+      if (check_keys(k, "cache key", {"ignore_query", "headers", "cookies"})) {
+        if (auto v = k["ignore_query"]) boolean(v, "cache.key.ignore_query", &c->ignore_query);
+        if (auto v = k["headers"]) string_list(v, "cache.key.headers", &c->key_headers, true);
+        if (auto v = k["cookies"]) string_list(v, "cache.key.cookies", &c->key_cookies, false);
+      }
+    }
+    if (auto v = n["store_set_cookie"]) boolean(v, "cache.store_set_cookie", &c->store_set_cookie);
+    if (auto v = n["heuristic_fraction"]) {
+      std::string s;
+      if (scalar(v, "cache.heuristic_fraction", &s)) {
+        char* end = nullptr;
+        double d = std::strtod(s.c_str(), &end);
+        if (s.empty() || *end != '\0' || !(d >= 0 && d <= 1)) {
+          error(v, "cache.heuristic_fraction must be a number between 0 and 1");
+        } else {
+          c->heuristic_fraction = d;
+        }
+      }
+    }
+    if (auto m = n["ttl_by_status"]) {
+      if (!m.IsMap()) {
+        error(m, "cache.ttl_by_status must map statuses to durations, e.g. {404: 60s}");
+      } else {
+        for (const auto& kv : m) {
+          uint16_t st = 0;
+          number(kv.first, "cache.ttl_by_status status", &st, 100, 599);
+          int64_t ttl = 0;
+          seconds(kv.second, "cache.ttl_by_status ttl", &ttl);
+          c->ttl_by_status.emplace_back(st, ttl);
+        }
+      }
+    }
+    if (auto v = n["stale_if_error"]) seconds(v, "cache.stale_if_error", &c->stale_if_error_s);
+    if (auto rs = n["rules"]) {
+      if (!rs.IsSequence()) {
+        error(rs, "cache.rules must be a list");
+        return;
+      }
+      for (const auto& r : rs) {
+        if (!check_keys(r, "a cache rule",
+                        {"path", "bypass", "bypass_cookie", "bypass_header", "cache_everything",
+                         "ttl"}))
+          continue;
+        CacheRule rule;
+        if (auto v = r["path"]) {
+          if (scalar(v, "cache rule path", &rule.path) && rule.path.rfind('/', 0) != 0) {
+            error(v, "cache rule path must start with '/'");
+          }
+        }
+        if (auto v = r["bypass_cookie"]) scalar(v, "cache rule bypass_cookie", &rule.bypass_cookie);
+        if (auto v = r["bypass_header"]) {
+          if (scalar(v, "cache rule bypass_header", &rule.bypass_header)) {
+            for (char& ch : rule.bypass_header)
+              ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+          }
+        }
+        if (auto v = r["bypass"]) boolean(v, "cache rule bypass", &rule.bypass);
+        if (!rule.bypass_cookie.empty() || !rule.bypass_header.empty()) rule.bypass = true;
+        if (auto v = r["cache_everything"]) {
+          boolean(v, "cache rule cache_everything", &rule.cache_everything);
+        }
+        if (auto v = r["ttl"]) seconds(v, "cache rule ttl", &rule.ttl_s);
+        if (rule.bypass && rule.cache_everything) {
+          error(r, "a cache rule cannot both bypass and cache_everything");
+        }
+        c->rules.push_back(std::move(rule));
+      }
     }
   }
 

@@ -89,8 +89,37 @@ struct Route {
   size_t origin_index = 0;  // into Tenant::origins, resolved at load
 };
 
+// One cache rule of a tenant: the first whose conditions all hold decides for the request.
+struct CacheRule {
+  std::string path;           // path prefix ("" = any)
+  std::string bypass_cookie;  // condition: the request has this cookie
+  std::string bypass_header;  // condition: the request has this header
+  bool bypass = false;        // neither look up nor store
+  bool cache_everything = false;  // store any final GET response (no-store still honoured)
+  int64_t ttl_s = -1;             // lifetime override, seconds (-1: the origin's)
+};
+
+// A tenant's HTTP cache settings (the store itself is process-wide: Config::cache).
+struct TenantCache {
+  bool enabled = false;
+  bool ignore_query = false;
+  std::vector<std::string> key_headers;  // request headers whose values join the key
+  std::vector<std::string> key_cookies;  // cookies whose values join the key
+  bool store_set_cookie = false;
+  double heuristic_fraction = 0.1;
+  std::vector<std::pair<uint16_t, int64_t>> ttl_by_status;  // status -> seconds
+  int64_t stale_if_error_s = 0;  // served stale this long when the origin fails (default)
+  std::vector<CacheRule> rules;
+};
+
+struct CacheStoreConfig {
+  uint64_t max_bytes = 256ull << 20;        // everything stored, all tenants
+  uint64_t max_object_bytes = 16ull << 20;  // larger responses pass through
+};
+
 struct Tenant {
   std::string name;
+  TenantCache cache;
   std::vector<std::string> hosts;         // lowercased; "*.example.com" for any subdomain
   std::vector<Certificate> certificates;  // served by SNI for the tenant's hosts
   std::string hsts;            // Strict-Transport-Security value added over TLS ("" = none)
@@ -120,6 +149,7 @@ struct Config {
   Limits limits;
   Timeouts timeouts;
   AccessLogConfig access_log;
+  CacheStoreConfig cache;
   std::vector<Tenant> tenants;
 };
 
@@ -133,6 +163,8 @@ LoadResult load_file(const std::string& path);
 // Same, from text; `name` is used in error messages.
 LoadResult load_text(const std::string& text, const std::string& name);
 
+// "64KiB", "256MiB", "1GiB", "512kb" or a plain number of bytes. False on anything else.
+bool parse_size(const std::string& text, uint64_t* out);
 // "10s", "250ms", "2m", "1h" or a plain number of seconds. False on anything else.
 bool parse_duration_ms(const std::string& text, uint64_t* out_ms);
 // "host:port", "[v6]:port", optionally prefixed with "http://" or "https://" (port defaults to

@@ -34,6 +34,29 @@ bool parse_duration_ms(const std::string& text, uint64_t* out_ms) {
   return true;
 }
 
+bool parse_size(const std::string& text, uint64_t* out) {
+  size_t i = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
+  if (i == 0 || i > 15) return false;
+  uint64_t n = std::stoull(text.substr(0, i));
+  std::string unit = text.substr(i);
+  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  uint64_t mult = 1;
+  if (unit.empty() || unit == "b") {
+    mult = 1;
+  } else if (unit == "k" || unit == "kb" || unit == "kib") {
+    mult = 1ull << 10;
+  } else if (unit == "m" || unit == "mb" || unit == "mib") {
+    mult = 1ull << 20;
+  } else if (unit == "g" || unit == "gb" || unit == "gib") {
+    mult = 1ull << 30;
+  } else {
+    return false;
+  }
+  *out = n * mult;
+  return true;
+}
+
 bool parse_address(const std::string& input, Address* out, std::string* why) {
   std::string text = input;
   const char* default_port = nullptr;
