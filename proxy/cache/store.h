@@ -361,5 +361,10 @@ class Store {
 //   }
 //   Unsafe method with a 2xx/3xx answer -> store.purge_url() for the target URL and the
 //   Location/Content-Location URLs of the same host (RFC 9111 4.4).
+//   HEAD: look up the GET key and answer with the stored head; on Miss either forward a GET to
+//   fill (and answer the client with the head only) or drop the Fill at once, which aborts it
+//   and sends any waiters to the origin.
+//   Lifetimes: the Store outlives every Fill and every observer subscription (it is created
+//   before the workers start and destroyed after they have stopped).
 
 }  // namespace parapet::cache
