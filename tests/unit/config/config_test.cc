@@ -424,8 +424,57 @@ TEST(ConfigErrors, TopLevelNotAMapping) {
   expect_error("- a\n- b\n", "- a", "the top level must be a mapping");
 }
 
+TEST(Config, TenantCacheLoaded) {
+  const std::string y = kListeners +
+                        "cache: {max_size: 64MiB, max_object_size: 1MiB}\n"
+                        "tenants:\n" +
+                        tenant("a", "a.local",
+                               "    cache:\n"
+                               "      key: {ignore_query: true, headers: [X-Device], "
+                               "cookies: [lang]}\n"
+                               "      ttl_by_status: {404: 1m}\n"
+                               "      stale_if_error: 5m\n"
+                               "      rules:\n"
+                               "        - {path: /static/, cache_everything: true, ttl: 1h}\n"
+                               "        - {bypass_cookie: session}\n");
+  LoadResult r = load_text(y, "t.yaml");
+  ASSERT_TRUE(r.ok()) << join(r.errors);
+  EXPECT_EQ(r.config.cache.max_bytes, 64ull << 20);
+  EXPECT_EQ(r.config.cache.max_object_bytes, 1ull << 20);
+  const TenantCache& c = r.config.tenants[0].cache;
+  EXPECT_TRUE(c.enabled);
+  EXPECT_TRUE(c.ignore_query);
+  EXPECT_EQ(c.key_headers, std::vector<std::string>{"x-device"});
+  EXPECT_EQ(c.key_cookies, std::vector<std::string>{"lang"});
+  ASSERT_EQ(c.ttl_by_status.size(), 1u);
+  EXPECT_EQ(c.ttl_by_status[0], (std::pair<uint16_t, int64_t>{404, 60}));
+  EXPECT_EQ(c.stale_if_error_s, 300);
+  ASSERT_EQ(c.rules.size(), 2u);
+  EXPECT_EQ(c.rules[0].path, "/static/");
+  EXPECT_TRUE(c.rules[0].cache_everything);
+  EXPECT_EQ(c.rules[0].ttl_s, 3600);
+  EXPECT_TRUE(c.rules[1].bypass);
+  EXPECT_EQ(c.rules[1].bypass_cookie, "session");
+}
+
+TEST(ConfigErrors, BadCacheSettings) {
+  const std::string base = kListeners + "tenants:\n";
+  expect_error(kListeners + "cache: {max_size: lots}\n" + "tenants:\n" + tenant("a", "a.local"),
+               "lots", "cache.max_size: bad size 'lots'");
+  expect_error(base + tenant("a", "a.local", "    cache: {enabled: yes-ish}\n"), "yes-ish",
+               "cache.enabled must be true or false");
+  expect_error(base + tenant("a", "a.local", "    cache: {rules: [{path: static}]}\n"), "static",
+               "cache rule path must start with '/'");
+  expect_error(base + tenant("a", "a.local", "    cache: {ttl_by_status: {99: 1m}}\n"), "99",
+               "cache.ttl_by_status status must be between 100 and 599");
+  expect_error(base + tenant("a", "a.local", "    cache: {heuristic_fraction: 2}\n"), "2}",
+               "cache.heuristic_fraction must be a number between 0 and 1");
+  expect_error(base + tenant("a", "a.local", "    cache: {ttl: 1m}\n"), "ttl",
+               "unknown key 'ttl' in tenant cache");
+}
+
 TEST(ConfigErrors, TenantFeaturesNotYetSupported) {
-  for (const char* feature : {"cache", "lua", "policies", "rules"}) {
+  for (const char* feature : {"lua", "policies", "rules"}) {
     SCOPED_TRACE(feature);
     const std::string y = kListeners + "tenants:\n" +
                           tenant("a", "a.local", std::string("    ") + feature + ": some-value\n");
