@@ -12,17 +12,26 @@
 #include "proxy/access_log.h"
 #include "proxy/conn.h"
 #include "proxy/log.h"
+#include "proxy/phase_cache.h"
 #include "proxy/tail.h"
 #include "proxy/worker.h"
 
 namespace parapet {
 
 namespace {
-// Above this many bytes queued towards a peer, stop reading from the source (backpressure).
 constexpr uint32_t kLingerMs = 2000;
+}  // namespace
 
 const char* status_phrase(int status) {
   switch (status) {
+    case 200:
+      return "OK";
+    case 206:
+      return "Partial Content";
+    case 304:
+      return "Not Modified";
+    case 416:
+      return "Range Not Satisfiable";
     case 400:
       return "Bad Request";
     case 404:
@@ -51,7 +60,6 @@ const char* status_phrase(int status) {
       return "Error";
   }
 }
-}  // namespace
 
 void Exchange::reset(ClientConn* c, std::shared_ptr<const Snapshot> s, uint64_t id_num) {
   client = c;
@@ -236,6 +244,10 @@ void ClientConn::arm_timer(TimerKind kind) {
     case TimerKind::Linger:
       ms = kLingerMs;
       break;
+    case TimerKind::CacheWait:  // as long as the origin may take to answer
+      ms = ex != nullptr && ex->group != nullptr ? ex->group->cfg->response_timeout_ms
+                                                 : t.client_header_ms;
+      break;
   }
   timer_kind = kind;
   wk()->timers().arm(&timer, ms, on_timer);
@@ -381,7 +393,8 @@ int ClientConn::on_head() {
   }
   if (wk()->draining()) close_after = true;
   e->in_head_phase = true;  // a local answer now cannot keep the connection if a body follows
-  const bool answered = phase_route(e) == Flow::Respond || phase_upstream(e) == Flow::Respond;
+  const bool answered = phase_route(e) == Flow::Respond || phase_cache(e) == Flow::Respond ||
+                        phase_upstream(e) == Flow::Respond;
   e->in_head_phase = false;
   if (answered) {
     if (e->has_body || r.upgrade) {
@@ -485,6 +498,8 @@ bool ClientConn::end_exchange() {
 }
 
 void ClientConn::finish_exchange() {
+  // After a swallowed 304 (or origin failure) the cache answers: the exchange goes on.
+  if (ex != nullptr && ex->cache && cache_take_over(ex)) return;
   if (!end_exchange()) {
     close_gracefully();
     return;
@@ -612,6 +627,9 @@ void ClientConn::on_timer(TimerNode* n) {
     case TimerKind::Linger:
       c->close_now();
       return;
+    case TimerKind::CacheWait:
+      if (c->ex != nullptr) cache_wait_timeout(c->ex);
+      return;
   }
 }
 
@@ -635,6 +653,7 @@ void ClientConn::on_out_event(void* owner, Outbox*, Outbox::Event ev, int) {
     else
       c->wk()->timers().disarm(&c->timer);
   }
+  if (c->ex != nullptr && c->ex->cache && cache_resume(c->ex)) return;  // answered by the cache
   OriginConn* oc = c->ex != nullptr ? c->ex->origin : nullptr;
   if (oc != nullptr && oc->read_stopped) {
     oc->read_stopped = false;

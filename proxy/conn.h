@@ -32,6 +32,10 @@ namespace parapet {
 class Worker;
 struct Exchange;
 struct OriginConn;
+struct ExchangeCache;
+struct ExchangeCacheDeleter {
+  void operator()(ExchangeCache* c) const;
+};
 
 enum class Flow { Continue, Respond };
 
@@ -92,7 +96,7 @@ struct ServerState {
 };
 
 struct ClientConn final : Http1Handler {
-  enum class TimerKind : uint8_t { Header, Body, Keepalive, Send, Linger };
+  enum class TimerKind : uint8_t { Header, Body, Keepalive, Send, Linger, CacheWait };
 
   explicit ClientConn(Worker* w);
   ~ClientConn() override;
@@ -221,6 +225,8 @@ struct Exchange {
   std::string_view host;        // Host (or authority) as received (into req.buf)
   std::string_view request_id;  // the client's valid X-Request-Id, or `id`
   bool client_keep = true;
+  // The cache's state for this request (tenants with a cache only; proxy/phase_cache.h).
+  std::unique_ptr<ExchangeCache, ExchangeCacheDeleter> cache;
 };
 
 struct OriginConn final : Http1Handler {
@@ -277,6 +283,9 @@ struct OriginConn final : Http1Handler {
   bool reusable = true;
   bool bad_head = false;  // the response head was refused (101 without upgrade)
 };
+
+// The reason phrase parapet sends for a status it generates.
+const char* status_phrase(int status);
 
 // Phases.
 Flow phase_route(Exchange* ex);

@@ -13,6 +13,7 @@
 
 #include "proxy/conn.h"
 #include "proxy/log.h"
+#include "proxy/phase_cache.h"
 #include "proxy/worker.h"
 
 namespace parapet {
@@ -246,6 +247,7 @@ bool build_forward_head(Exchange* ex) {
         continue;
       case Hdr::Other:
         if (conn.n != 0 && conn.names(name)) continue;
+        if (ex->cache && cache_drops_request_header(ex, name)) continue;
         f.append(r.buf.data() + h.name_off, h.name_len);
         f.append(": ", 2);
         f.append(value);
@@ -273,6 +275,7 @@ bool build_forward_head(Exchange* ex) {
     append_header(f, "traceparent", std::string_view(tp, sizeof tp));
   }
   if (r.upgrade) f.append("Connection: upgrade\r\n");
+  if (ex->cache) cache_add_request_headers(ex, f);
   f.append("\r\n", 2);
   return true;
 }
@@ -435,6 +438,7 @@ void upstream_failed(Exchange* ex, OriginConn* oc, const char* reason, int statu
     c->close_now();  // the client got part of a response: it must see it cut
     return;
   }
+  if (ex->cache && ex->req_done && cache_on_upstream_failure(ex)) return;  // stale-if-error
   c->reply(status, reason, !ex->req_done);
   if (!ex->req_done) {
     c->end_exchange();
@@ -885,6 +889,7 @@ void build_response_head(Exchange* ex, OriginConn* oc) {
       append_header(h, "Strict-Transport-Security", hsts);
     }
   }
+  if (ex->cache && st >= 200 && st != 101) cache_response_headers(ex, h);
   if (st == 101) {
     h.append("Connection: upgrade\r\n");
   } else if (st >= 200) {
@@ -918,6 +923,14 @@ int OriginConn::on_head() {
     return -1;
   }
   pool->fails = 0;
+  if (e->cache && st >= 200) {
+    cache_on_response_head(e);
+    if (cache_swallows(e)) {
+      // A 304 (or a failure) the stored entry answers once this response is read.
+      e->t_first_byte_ns = uv_hrtime();
+      return e->is_head ? 1 : 0;
+    }
+  }
   build_response_head(e, this);
   if (bad_head) return -1;
   e->client->out.stage_ref(e->resp_head.data(), e->resp_head.size());
@@ -929,6 +942,10 @@ int OriginConn::on_head() {
 }
 
 void OriginConn::on_body(const char* p, size_t n) {
+  if (ex->cache) {
+    if (cache_swallows(ex)) return;
+    cache_on_body(ex, p, n);
+  }
   Outbox& o = ex->client->out;
   ex->bytes_out += n;
   if (ex->client_chunked) {
@@ -949,7 +966,8 @@ bool OriginConn::on_message_complete() {
     interim = false;
     return false;  // the final response follows on the same connection
   }
-  if (ex->client_chunked) ex->client->out.stage_copy("0\r\n\r\n", 5);
+  if (ex->client_chunked && !cache_swallows(ex)) ex->client->out.stage_copy("0\r\n\r\n", 5);
+  if (ex->cache) cache_on_complete(ex);
   ex->resp_done = true;
   return true;
 }

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "proxy/access_log.h"
+#include "proxy/cache/store.h"
 #include "proxy/log.h"
 #include "proxy/tail.h"
 #include "proxy/tls.h"
@@ -308,10 +309,18 @@ int Server::run(config::Config cfg, std::string exe, std::vector<std::string> ar
     }
   }
   tail_ = std::make_unique<TailHub>(loop);
+  {
+    // One store for the process, sized at start (a reload does not resize it).
+    cache::StoreOptions so;
+    so.capacity_bytes = snap_->cfg().cache.max_bytes;
+    so.max_object_bytes = snap_->cfg().cache.max_object_bytes;
+    cache_ = std::make_unique<cache::Store>(so);
+  }
   for (unsigned i = 0; i < snap_->cfg().workers; ++i) {
     workers_.push_back(std::make_unique<Worker>(i, snap_, fds[i]));
     workers_.back()->set_access_log(access_log_.get());
     workers_.back()->set_tail(tail_.get());
+    workers_.back()->set_cache(cache_.get());
   }
   for (auto& w : workers_) w->start();
 

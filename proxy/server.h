@@ -15,6 +15,9 @@ namespace parapet {
 class AccessLog;
 class TlsContexts;
 class TailHub;
+namespace cache {
+class Store;
+}
 
 class Server {
  public:
@@ -51,6 +54,7 @@ class Server {
   int admin_fd_ = -1;
   std::unique_ptr<AccessLog> access_log_;
   std::unique_ptr<TailHub> tail_;
+  std::unique_ptr<cache::Store> cache_;  // outlives the workers (declared before them)
   std::shared_ptr<const Snapshot> snap_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::string> listener_keys_;  // of snap_

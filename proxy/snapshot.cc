@@ -33,6 +33,7 @@ Snapshot::Snapshot(config::Config cfg, std::shared_ptr<const TlsContexts> tls)
         exact_.emplace(h, t);
       }
     }
+    cache_.push_back(CacheRuntime::build(tenant.cache));
     group_base_.push_back(static_cast<uint32_t>(groups_.size()));
     for (size_t oi = 0; oi < tenant.origins.size(); ++oi) {
       const config::Origin& o = tenant.origins[oi];

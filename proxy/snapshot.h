@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "proxy/cache_runtime.h"
 
 typedef struct ssl_ctx_st SSL_CTX;
 
@@ -56,6 +57,8 @@ class Snapshot {
   // "tenant/origin/host:port": a worker keeps a server's pool and health across reloads
   // while its key stays the same.
   const std::string& server_key(uint32_t id) const { return server_keys_[id]; }
+  // The cache settings of tenant `t`.
+  const CacheRuntime& cache(uint32_t t) const { return cache_[t]; }
   // Client TLS context of an https:// server (nullptr for plain HTTP), owned by tls().
   SSL_CTX* server_tls(uint32_t id) const { return server_tls_[id]; }
 
@@ -70,6 +73,7 @@ class Snapshot {
   std::vector<const config::Origin*> server_origin_;
   std::vector<std::string> server_keys_;
   std::vector<SSL_CTX*> server_tls_;
+  std::vector<CacheRuntime> cache_;
 };
 
 uint64_t hash64(std::string_view s);

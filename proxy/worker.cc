@@ -6,6 +6,7 @@
 #include <random>
 
 #include "proxy/log.h"
+#include "proxy/phase_cache.h"
 
 namespace parapet {
 
@@ -24,6 +25,8 @@ Worker::Worker(unsigned index, std::shared_ptr<const Snapshot> snap,
   stop_async_.data = this;
   uv_async_init(&loop_, &reload_async_, on_reload);
   reload_async_.data = this;
+  uv_async_init(&loop_, &cache_async_, on_cache_async);
+  cache_async_.data = this;
   uv_timer_init(&loop_, &drain_timer_);
   drain_timer_.data = this;
   read_buf_.resize(kReadBufSize);
@@ -248,6 +251,7 @@ Exchange* Worker::new_exchange(ClientConn* c) {
 
 void Worker::free_exchange(Exchange* ex) {
   stats_.client_active.sub();
+  ex->cache.reset();  // unsubscribes, drops a fill in progress (aborted), leaves the inbox
   ex->snap.reset();
   ex->client = nullptr;
   ex->origin = nullptr;
@@ -298,6 +302,35 @@ void Worker::on_drain_timeout(uv_timer_t* t) {
   log_error("worker %u: shutdown timeout, closing the remaining connections", w->index_);
   w->stopped_ = true;
   uv_stop(&w->loop_);
+}
+
+void Worker::cache_wake(ExchangeCache* c) {
+  {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    cache_inbox_.push_back(c);
+  }
+  uv_async_send(&cache_async_);
+}
+
+void Worker::cache_forget(ExchangeCache* c) {
+  std::lock_guard<std::mutex> lock(cache_mu_);
+  std::erase(cache_inbox_, c);
+}
+
+void Worker::on_cache_async(uv_async_t* a) {
+  Worker* w = static_cast<Worker*>(a->data);
+  std::vector<ExchangeCache*> batch;
+  {
+    std::lock_guard<std::mutex> lock(w->cache_mu_);
+    batch.swap(w->cache_inbox_);
+  }
+  // Resuming one exchange may free another of the batch (never: each exchange belongs to its
+  // own connection), but it may free itself: take each out of the batch before resuming.
+  for (size_t i = 0; i < batch.size(); ++i) {
+    ExchangeCache* c = batch[i];
+    c->queued.store(false, std::memory_order_release);
+    cache_resume(c->ex);
+  }
 }
 
 void Worker::maybe_finish_stop() {

@@ -38,6 +38,10 @@ struct WorkerStats {
 
 class AccessLog;
 class TailHub;
+struct ExchangeCache;
+namespace cache {
+class Store;
+}
 
 // A listening socket handed to a worker: `key` is "name@address", stable across reloads.
 struct ListenerFd {
@@ -66,6 +70,13 @@ class Worker {
   // The access log sink (owned by the Server; null when off) and this worker's producer index.
   void set_access_log(AccessLog* log) { access_log_ = log; }
   AccessLog* access_log() const { return access_log_; }
+  // The process-wide HTTP cache (owned by the Server; null when no tenant caches).
+  void set_cache(cache::Store* s) { cache_ = s; }
+  cache::Store* cache() const { return cache_; }
+  // From any thread: an exchange waiting on a cache entry has news; it is resumed on this
+  // worker's loop (cache_resume). forget() (worker thread) drops a queued one being freed.
+  void cache_wake(ExchangeCache* c);
+  void cache_forget(ExchangeCache* c);
   // The live tail hub (main thread's; workers only publish to it).
   void set_tail(TailHub* t) { tail_ = t; }
   TailHub* tail() const { return tail_; }
@@ -123,6 +134,7 @@ class Worker {
   static void on_connection(uv_stream_t* server, int status);
   static void on_stop(uv_async_t* a);
   static void on_drain_timeout(uv_timer_t* t);
+  static void on_cache_async(uv_async_t* a);
 
   unsigned index_;
   std::shared_ptr<const Snapshot> snap_;
@@ -137,6 +149,10 @@ class Worker {
   std::vector<Listening> listeners_;
   uv_async_t stop_async_;
   uv_async_t reload_async_;
+  uv_async_t cache_async_;
+  std::mutex cache_mu_;
+  std::vector<ExchangeCache*> cache_inbox_;  // guarded by cache_mu_
+  cache::Store* cache_ = nullptr;
   std::mutex reload_mu_;
   std::vector<Pending> pending_;  // guarded by reload_mu_
   std::atomic<uint64_t> generation_{1};
