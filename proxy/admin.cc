@@ -39,6 +39,8 @@ struct AdminConn final : Http1Handler, TailSubscriber {
       reload();
     else if (path == "/tail" && head.method == HTTP_GET)
       start_tail();
+    else if (path == "/cache/purge" && head.method == HTTP_POST)
+      purge();
     else
       respond(404, "text/plain", "not found\n");
     return true;
@@ -70,6 +72,63 @@ struct AdminConn final : Http1Handler, TailSubscriber {
     out.stage_copy("\n\r\n", 3);
     out.flush();
     return true;
+  }
+  // POST /cache/purge?tenant=T[&url=U | &prefix=U | &tag=X]: U is the stored URL,
+  // "scheme://host/path?query". Synchronous: the entries are gone when the answer comes.
+  void purge() {
+    std::string_view url = head.url();
+    size_t q = url.find('?');
+    std::string tenant, u, prefix, tag;
+    std::string_view query = q == std::string_view::npos ? std::string_view() : url.substr(q + 1);
+    while (!query.empty()) {
+      size_t amp = query.find('&');
+      std::string_view kv = query.substr(0, amp);
+      query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+      size_t eq = kv.find('=');
+      std::string_view k = kv.substr(0, eq);
+      std::string v = eq == std::string_view::npos ? std::string() : unescape(kv.substr(eq + 1));
+      if (k == "tenant") {
+        tenant = v;
+      } else if (k == "url") {
+        u = v;
+      } else if (k == "prefix") {
+        prefix = v;
+      } else if (k == "tag") {
+        tag = v;
+      } else {
+        respond(400, "text/plain", "unknown parameter '" + std::string(k) + "'\n");
+        return;
+      }
+    }
+    if (tenant.empty() || (!u.empty() + !prefix.empty() + !tag.empty()) > 1) {
+      respond(400, "text/plain",
+              "usage: POST /cache/purge?tenant=T[&url=U | &prefix=U | &tag=X]\n");
+      return;
+    }
+    long n = server->cache_purge(tenant, u, prefix, tag);
+    if (n < 0) {
+      respond(404, "text/plain", "unknown tenant '" + tenant + "'\n");
+      return;
+    }
+    respond(200, "application/json", "{\"purged\":" + std::to_string(n) + "}\n");
+  }
+  static std::string unescape(std::string_view s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); ++i) {
+      auto hex = [](char c) {
+        return c >= '0' && c <= '9'   ? c - '0'
+               : c >= 'a' && c <= 'f' ? c - 'a' + 10
+               : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                      : -1;
+      };
+      if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+        out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+        i += 2;
+      } else {
+        out.push_back(s[i] == '+' ? ' ' : s[i]);
+      }
+    }
+    return out;
   }
   void reload() {
     std::vector<std::string> errors = server->reload();

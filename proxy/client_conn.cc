@@ -810,6 +810,11 @@ void ClientConn::record(Exchange* e, const char* ended_by) {
       line += "\",\"tls_resumed\":";
       line += t->resumed ? "true" : "false";
     }
+    if (e->cache && !e->cache->status_value.empty()) {
+      line += ",\"cache\":\"";
+      json_escape(line, e->cache->status_value.c_str());
+      line += '"';
+    }
     line += ",\"attempts\":";
     append_uint(line, e->attempts);
     line += ",\"ended_by\":\"";

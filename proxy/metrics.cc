@@ -5,6 +5,7 @@
 #include <string>
 
 #include "proxy/access_log.h"
+#include "proxy/cache/store.h"
 #include "proxy/server.h"
 
 namespace parapet {
@@ -226,6 +227,36 @@ std::string Server::metrics_text() const {
          access_log_ ? access_log_->written() : 0);
   sample(m, "parapet_access_log_lines_total", "result=\"dropped\"",
          access_log_ ? access_log_->dropped() : 0);
+  if (cache_) {
+    std::string req_s, events, objects, bytes;
+    for (const auto& [tenant, c] : cache_->all_stats()) {
+      const std::string l = "tenant=\"" + label(tenant) + "\"";
+      sample(req_s, "parapet_cache_lookups_total", l + ",result=\"hit\"", c.hits);
+      sample(req_s, "parapet_cache_lookups_total", l + ",result=\"miss\"", c.misses);
+      sample(req_s, "parapet_cache_lookups_total", l + ",result=\"coalesced\"", c.coalesced);
+      sample(req_s, "parapet_cache_lookups_total", l + ",result=\"pass\"", c.passes);
+      sample(req_s, "parapet_cache_lookups_total", l + ",result=\"stale\"", c.stale);
+      sample(events, "parapet_cache_events_total", l + ",event=\"store\"", c.stores);
+      sample(events, "parapet_cache_events_total", l + ",event=\"eviction\"", c.evictions);
+      sample(events, "parapet_cache_events_total", l + ",event=\"purge\"", c.purges);
+      sample(events, "parapet_cache_events_total", l + ",event=\"abort\"", c.aborts);
+      sample(objects, "parapet_cache_objects", l, c.objects);
+      sample(bytes, "parapet_cache_bytes", l, c.bytes);
+    }
+    header(m, "parapet_cache_lookups_total", "counter",
+           "Cache lookups by result (stale: served stale).");
+    m += req_s;
+    header(m, "parapet_cache_events_total", "counter", "Cache stores, evictions, purges, aborts.");
+    m += events;
+    header(m, "parapet_cache_objects", "gauge", "Objects stored, per tenant.");
+    m += objects;
+    header(m, "parapet_cache_bytes", "gauge", "Bytes stored, per tenant.");
+    m += bytes;
+    header(m, "parapet_cache_used_bytes", "gauge", "Bytes the cache holds (all tenants).");
+    sample(m, "parapet_cache_used_bytes", "", cache_->bytes_used());
+    header(m, "parapet_cache_capacity_bytes", "gauge", "The cache's configured size.");
+    sample(m, "parapet_cache_capacity_bytes", "", cache_->capacity());
+  }
   return m;
 }
 

@@ -203,6 +203,17 @@ void Server::upgrade() {
             static_cast<int>(pid));
 }
 
+long Server::cache_purge(const std::string& tenant, const std::string& url,
+                         const std::string& prefix, const std::string& tag) {
+  bool known = false;
+  for (const config::Tenant& t : snap_->cfg().tenants) known |= t.name == tenant;
+  if (!known || !cache_) return -1;
+  if (!url.empty()) return static_cast<long>(cache_->purge_url(tenant, url));
+  if (!prefix.empty()) return static_cast<long>(cache_->purge_prefix(tenant, prefix));
+  if (!tag.empty()) return static_cast<long>(cache_->purge_tag(tenant, tag));
+  return static_cast<long>(cache_->purge_tenant(tenant));
+}
+
 void Server::reopen_logs() {
   if (access_log_) {
     access_log_->reopen();

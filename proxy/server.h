@@ -37,6 +37,10 @@ class Server {
   // SIGUSR1: the access log reopens its file (log rotation).
   void reopen_logs();
   TailHub* tail() const { return tail_.get(); }
+  // Admin purge (main thread): tenant-scoped; an empty url/prefix/tag purges the whole
+  // tenant. Returns the entries removed, or -1 for an unknown tenant.
+  long cache_purge(const std::string& tenant, const std::string& url, const std::string& prefix,
+                   const std::string& tag);
   uint32_t admin_idle_ms() const { return snap_->cfg().admin_idle_ms; }
   // SIGUSR2: start the binary at exe_ again, handing over the listening sockets (upgrade.h).
   void upgrade();
