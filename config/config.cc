@@ -100,7 +100,7 @@ class Loader {
     }
     check_keys(root, "the top level",
                {"workers", "listeners", "admin", "limits", "timeouts", "access_log", "cache",
-                "tenants", "policies"});
+                "lists", "tenants", "policies"});
     if (auto w = root["workers"]) {
       std::string s;
       if (scalar(w, "workers", &s)) {
@@ -131,9 +131,8 @@ class Loader {
     if (auto t = root["timeouts"]) timeouts(t, &c->timeouts);
     if (auto a = root["access_log"]) access_log(a, &c->access_log);
     if (auto a = root["cache"]) cache_store(a, &c->cache);
-    if (auto p = root["policies"]) {
-      error(p, "'policies' are not supported by this build yet (the policy engine issue)");
-    }
+    if (auto l = root["lists"]) lists(l, c);
+    if (auto p = root["policies"]) policies(p, c);
     if (auto ts = root["tenants"]) {
       tenants(ts, c);
     } else {
@@ -236,9 +235,9 @@ class Loader {
     }
     std::set<std::string> names, hosts;
     for (const auto& n : ts) {
-      if (!check_keys(
-              n, "a tenant",
-              {"name", "hosts", "origins", "routes", "tls", "cache", "policies", "rules", "lua"}))
+      if (!check_keys(n, "a tenant",
+                      {"name", "hosts", "origins", "routes", "tls", "cache", "policies",
+                       "policy_overrides", "rules", "lua"}))
         continue;
       Tenant t;
       if (auto name = n["name"]) {
@@ -249,7 +248,10 @@ class Loader {
       }
       if (auto tls = n["tls"]) tenant_tls(tls, &t);
       if (auto cache = n["cache"]) tenant_cache(cache, &t.cache);
-      for (const char* later : {"policies", "rules", "lua"}) {
+      if (auto ps = n["policies"]) tenant_policies(ps, *c, &t);
+      if (auto os = n["policy_overrides"]) overrides(os, &t);
+      if (auto rs = n["rules"]) rule_list(rs, "tenant rules", &t.rules);
+      for (const char* later : {"lua"}) {
         if (auto v = n[later]) {
           // Accepting these and ignoring them would let an operator believe a rule or a
           // certificate is in force. Refuse until the feature exists.
@@ -534,9 +536,9 @@ class Loader {
         return;
       }
       for (const auto& r : rs) {
-        if (!check_keys(r, "a cache rule",
-                        {"path", "bypass", "bypass_cookie", "bypass_header", "cache_everything",
-                         "ttl"}))
+        if (!check_keys(
+                r, "a cache rule",
+                {"path", "bypass", "bypass_cookie", "bypass_header", "cache_everything", "ttl"}))
           continue;
         CacheRule rule;
         if (auto v = r["path"]) {
@@ -562,6 +564,399 @@ class Loader {
         }
         c->rules.push_back(std::move(rule));
       }
+    }
+  }
+
+  void lists(const YAML::Node& ls, Config* c) {
+    if (!ls.IsSequence()) {
+      error(ls, "lists must be a list of {name, kind, items | file}");
+      return;
+    }
+    std::set<std::string> names;
+    for (const auto& n : ls) {
+      if (!check_keys(n, "a list", {"name", "kind", "items", "file"})) continue;
+      ListConfig l;
+      l.where = where(n);
+      if (!n["name"] || !scalar(n["name"], "list name", &l.name) || l.name.empty()) {
+        error(n, "list name is required");
+        continue;
+      }
+      if (!names.insert(l.name).second) error(n["name"], "duplicate list name '" + l.name + "'");
+      std::string kind = "ip";
+      if (auto k = n["kind"]) scalar(k, "list kind", &kind);
+      if (kind != "ip" && kind != "string") error(n["kind"], "list kind must be ip or string");
+      l.ip = kind == "ip";
+      if (auto items = n["items"]) {
+        if (!items.IsSequence()) {
+          error(items, "list items must be a list");
+        } else {
+          for (const auto& i : items) {
+            std::string v;
+            if (scalar(i, "list item", &v)) l.items.push_back(v);
+          }
+        }
+      }
+      if (auto f = n["file"]) {
+        if (scalar(f, "list file", &l.file)) relative_to_file(&l.file);
+      }
+      if (n["items"] && n["file"]) error(n, "a list has items or a file, not both");
+      c->lists.push_back(std::move(l));
+    }
+  }
+
+  void policies(const YAML::Node& ps, Config* c) {
+    if (!ps.IsSequence()) {
+      error(ps, "policies must be a list of {name, rules}");
+      return;
+    }
+    std::set<std::string> names;
+    for (const auto& n : ps) {
+      if (!check_keys(n, "a policy", {"name", "rules"})) continue;
+      PolicyConfig p;
+      if (!n["name"] || !scalar(n["name"], "policy name", &p.name) || p.name.empty()) {
+        error(n, "policy name is required");
+        continue;
+      }
+      if (!names.insert(p.name).second) error(n["name"], "duplicate policy name '" + p.name + "'");
+      if (p.name.find_first_not_of(
+              "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
+          std::string::npos) {
+        error(n["name"], "policy name must be letters, digits, '-', '_' or '.'");
+      }
+      if (auto rs = n["rules"]) {
+        rule_list(rs, "policy rules", &p.rules);
+      } else {
+        error(n, "policy rules are required");
+      }
+      c->policies.push_back(std::move(p));
+    }
+  }
+
+  void tenant_policies(const YAML::Node& ps, const Config& c, Tenant* t) {
+    if (!ps.IsSequence()) {
+      error(ps, "tenant policies must be a list of policy names");
+      return;
+    }
+    for (const auto& n : ps) {
+      std::string name;
+      if (!scalar(n, "policy name", &name)) continue;
+      bool known = false;
+      for (const PolicyConfig& p : c.policies) known |= p.name == name;
+      if (!known) {
+        error(n, "unknown policy '" + name + "'");
+        continue;
+      }
+      t->policies.push_back(name);
+    }
+  }
+
+  static bool parse_action(const std::string& s, RuleConfig::Action* a) {
+    static const std::pair<const char*, RuleConfig::Action> kActions[] = {
+        {"block", RuleConfig::Action::Block},
+        {"allow", RuleConfig::Action::Allow},
+        {"skip", RuleConfig::Action::Skip},
+        {"log", RuleConfig::Action::Log},
+        {"redirect", RuleConfig::Action::Redirect},
+        {"rewrite", RuleConfig::Action::Rewrite},
+        {"set_cache_settings", RuleConfig::Action::SetCacheSettings},
+        {"rate_limit", RuleConfig::Action::RateLimit}};
+    for (const auto& [name, action] : kActions) {
+      if (s == name) {
+        *a = action;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void overrides(const YAML::Node& os, Tenant* t) {
+    if (!os.IsSequence()) {
+      error(os, "policy_overrides must be a list of {id, action | enabled | log_only}");
+      return;
+    }
+    for (const auto& n : os) {
+      if (!check_keys(n, "a policy override", {"id", "action", "enabled", "log_only"})) continue;
+      RuleOverride o;
+      o.where = where(n);
+      if (!n["id"] || !scalar(n["id"], "override id", &o.id)) {
+        error(n, "a policy override needs the id of the rule it changes");
+        continue;
+      }
+      if (auto a = n["action"]) {
+        std::string s;
+        if (scalar(a, "override action", &s)) {
+          if (!parse_action(s, &o.action) ||
+              (o.action != RuleConfig::Action::Block && o.action != RuleConfig::Action::Log &&
+               o.action != RuleConfig::Action::Allow)) {
+            error(a, "an override action must be block, log or allow");
+          }
+          o.has_action = true;
+        }
+      }
+      if (auto e = n["enabled"]) {
+        boolean(e, "override enabled", &o.enabled);
+        o.has_enabled = true;
+      }
+      if (auto e = n["log_only"]) {
+        boolean(e, "override log_only", &o.log_only);
+        o.has_log_only = true;
+      }
+      t->policy_overrides.push_back(std::move(o));
+    }
+  }
+
+  // A literal ("value") or an expression ("expression") of an action parameter.
+  bool rule_value(const YAML::Node& n, const char* what, RuleValue* v) {
+    if (n.IsScalar()) {
+      v->line = n.Mark().line + 1;
+      v->column = n.Mark().column + 1;
+      return scalar(n, what, &v->value);
+    }
+    if (!check_keys(n, what, {"value", "expression"})) return false;
+    YAML::Node x = n["expression"] ? n["expression"] : n["value"];
+    if (!x || (n["expression"] && n["value"])) {
+      error(n, std::string(what) + " needs one of value or expression");
+      return false;
+    }
+    v->expression = static_cast<bool>(n["expression"]);
+    v->line = x.Mark().line + 1;
+    v->column = x.Mark().column + 1;
+    return scalar(x, what, &v->value);
+  }
+
+  void rule_list(const YAML::Node& rs, const char* what, std::vector<RuleConfig>* out) {
+    if (!rs.IsSequence()) {
+      error(rs, std::string(what) + " must be a list of rules");
+      return;
+    }
+    std::set<std::string> ids;
+    for (const auto& n : rs) {
+      if (!check_keys(n, "a rule",
+                      {"id", "expression", "action", "action_parameters", "enabled", "description",
+                       "log_only", "phase"}))
+        continue;
+      RuleConfig r;
+      r.where = where(n);
+      if (auto id = n["id"]) {
+        if (scalar(id, "rule id", &r.id) &&
+            (r.id.empty() || r.id.find_first_not_of("abcdefghijklmnopqrstuvwxyz"
+                                                    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
+                                 std::string::npos)) {
+          error(id, "rule id must be letters, digits, '-', '_' or '.'");
+        }
+      } else {
+        r.id = "rule" + std::to_string(out->size() + 1);
+      }
+      if (!ids.insert(r.id).second) error(n["id"], "duplicate rule id '" + r.id + "'");
+      if (auto e = n["expression"]) {
+        r.line = e.Mark().line + 1;
+        r.column = e.Mark().column + 1;
+        scalar(e, "rule expression", &r.expression);
+      } else {
+        error(n, "rule expression is required");
+      }
+      if (auto d = n["description"]) scalar(d, "rule description", &r.description);
+      if (auto e = n["enabled"]) boolean(e, "rule enabled", &r.enabled);
+      if (auto e = n["log_only"]) boolean(e, "rule log_only", &r.log_only);
+      if (auto p = n["phase"]) {
+        std::string s;
+        if (scalar(p, "rule phase", &s)) {
+          if (s == "response")
+            r.phase = RuleConfig::Phase::Response;
+          else if (s != "request")
+            error(p, "rule phase must be request or response");
+        }
+      }
+      std::string action = "block";
+      if (auto a = n["action"]) scalar(a, "rule action", &action);
+      if (!parse_action(action, &r.action)) {
+        error(n["action"], "unknown action '" + action +
+                               "' (block, allow, skip, log, redirect, rewrite, "
+                               "set_cache_settings, rate_limit)");
+        continue;
+      }
+      YAML::Node ap = n["action_parameters"];
+      if (ap && !ap.IsMap()) {
+        error(ap, "action_parameters must be a mapping");
+        ap = YAML::Node();
+      }
+      action_parameters(ap, n, &r);
+      out->push_back(std::move(r));
+    }
+  }
+
+  void action_parameters(const YAML::Node& ap, const YAML::Node& rule, RuleConfig* r) {
+    using A = RuleConfig::Action;
+    auto keys = [&](std::initializer_list<const char*> known) {
+      return !ap || check_keys(ap, "action_parameters", known);
+    };
+    switch (r->action) {
+      case A::Block:
+        if (!keys({"status", "content_type", "body"})) return;
+        r->status = 403;
+        if (ap && ap["status"]) number(ap["status"], "block status", &r->status, 400, 599);
+        if (ap && ap["content_type"]) scalar(ap["content_type"], "content_type", &r->content_type);
+        if (ap && ap["body"]) scalar(ap["body"], "block body", &r->body);
+        return;
+      case A::Allow:
+      case A::Log:
+        keys({});
+        return;
+      case A::Skip: {
+        if (!keys({"ruleset", "rules", "phases", "products"})) return;
+        if (!ap) {
+          error(rule, "skip needs action_parameters (ruleset, rules, phases or products)");
+          return;
+        }
+        if (auto v = ap["ruleset"]) {
+          std::string s;
+          if (scalar(v, "skip ruleset", &s) && s != "current") {
+            error(v, "skip ruleset must be current");
+          }
+          r->skip_ruleset = true;
+        }
+        if (auto v = ap["rules"]) string_list(v, "skip rules", &r->skip_rules, false);
+        if (auto v = ap["phases"]) {
+          std::vector<std::string> phases;
+          string_list(v, "skip phases", &phases, false);
+          for (const std::string& p : phases) {
+            if (p == "response")
+              r->skip_response_phase = true;
+            else
+              error(v, "skip phases can name response");
+          }
+        }
+        if (auto v = ap["products"]) {
+          std::vector<std::string> products;
+          string_list(v, "skip products", &products, false);
+          for (const std::string& p : products) {
+            if (p == "cache")
+              r->skip_cache = true;
+            else
+              error(v, "skip products can name cache");
+          }
+        }
+        return;
+      }
+      case A::Redirect:
+        if (!keys({"target_url", "status_code", "preserve_query_string"})) return;
+        if (!ap || !ap["target_url"]) {
+          error(rule, "redirect needs action_parameters.target_url");
+          return;
+        }
+        rule_value(ap["target_url"], "target_url", &r->target);
+        r->status = 302;
+        if (auto v = ap["status_code"]) {
+          number(v, "redirect status_code", &r->status, 301, 308);
+          if (r->status != 301 && r->status != 302 && r->status != 303 && r->status != 307 &&
+              r->status != 308) {
+            error(v, "redirect status_code must be 301, 302, 303, 307 or 308");
+          }
+        }
+        if (auto v = ap["preserve_query_string"]) {
+          boolean(v, "preserve_query_string", &r->preserve_query);
+        }
+        return;
+      case A::Rewrite: {
+        if (!keys({"uri", "headers"})) return;
+        if (!ap) {
+          error(rule, "rewrite needs action_parameters (uri or headers)");
+          return;
+        }
+        if (auto u = ap["uri"]) {
+          if (check_keys(u, "rewrite uri", {"path", "query"})) {
+            if (auto p = u["path"]) r->has_path = rule_value(p, "rewrite path", &r->path);
+            if (auto q = u["query"]) r->has_query = rule_value(q, "rewrite query", &r->query);
+          }
+        }
+        if (auto hs = ap["headers"]) {
+          if (!hs.IsMap()) {
+            error(hs, "rewrite headers must map names to {operation, value | expression}");
+          } else {
+            for (const auto& kv : hs) {
+              HeaderRewrite h;
+              if (!scalar(kv.first, "header name", &h.name)) continue;
+              if (h.name.empty() || h.name.find_first_of(" \t\r\n:;,\"") != std::string::npos) {
+                error(kv.first, "bad header name '" + h.name + "'");
+                continue;
+              }
+              const YAML::Node& spec = kv.second;
+              if (!check_keys(spec, "a header rewrite", {"operation", "value", "expression"})) {
+                continue;
+              }
+              std::string op = "set";
+              if (auto o = spec["operation"]) scalar(o, "operation", &op);
+              if (op == "set")
+                h.op = HeaderRewrite::Op::Set;
+              else if (op == "add")
+                h.op = HeaderRewrite::Op::Add;
+              else if (op == "remove")
+                h.op = HeaderRewrite::Op::Remove;
+              else
+                error(spec["operation"], "header operation must be set, add or remove");
+              if (h.op != HeaderRewrite::Op::Remove) {
+                if (!spec["expression"] && !spec["value"]) {
+                  error(spec, "header " + op + " needs a value or an expression");
+                  continue;
+                }
+                YAML::Node x = spec["expression"] ? spec["expression"] : spec["value"];
+                h.value.expression = static_cast<bool>(spec["expression"]);
+                h.value.line = x.Mark().line + 1;
+                h.value.column = x.Mark().column + 1;
+                scalar(x, "header value", &h.value.value);
+                if (h.value.value.find_first_of("\r\n") != std::string::npos) {
+                  error(x, "header value must not contain CR or LF");
+                }
+              }
+              r->headers.push_back(std::move(h));
+            }
+          }
+        }
+        return;
+      }
+      case A::SetCacheSettings:
+        if (!keys({"cache", "edge_ttl"})) return;
+        if (ap && ap["cache"]) {
+          bool on = true;
+          boolean(ap["cache"], "cache", &on);
+          r->cache_bypass = !on;
+        }
+        if (ap && ap["edge_ttl"]) seconds(ap["edge_ttl"], "edge_ttl", &r->cache_ttl_s);
+        return;
+      case A::RateLimit:
+        if (!keys({"characteristics", "period", "requests_per_period", "mitigation_timeout"})) {
+          return;
+        }
+        if (!ap || !ap["requests_per_period"]) {
+          error(rule, "rate_limit needs action_parameters.requests_per_period");
+          return;
+        }
+        if (auto v = ap["characteristics"]) {
+          if (!v.IsSequence()) {
+            error(v, "characteristics must be a list of fields");
+          } else {
+            for (const auto& e : v) {
+              std::string f;
+              if (scalar(e, "characteristic", &f)) r->characteristics.push_back(f);
+            }
+          }
+        } else {
+          r->characteristics.push_back("ip.src");
+        }
+        if (auto v = ap["period"]) {
+          int64_t s = 0;
+          seconds(v, "period", &s);
+          if (s < 1) error(v, "period must be at least 1s");
+          r->period_s = static_cast<uint32_t>(std::max<int64_t>(s, 1));
+        }
+        number(ap["requests_per_period"], "requests_per_period", &r->requests_per_period, 1,
+               1000000000);
+        if (auto v = ap["mitigation_timeout"]) {
+          int64_t s = 0;
+          seconds(v, "mitigation_timeout", &s);
+          r->mitigation_timeout_s = static_cast<uint32_t>(s);
+        }
+        return;
     }
   }
 

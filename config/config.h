@@ -89,6 +89,85 @@ struct Route {
   size_t origin_index = 0;  // into Tenant::origins, resolved at load
 };
 
+// A value of an action parameter: a literal, or an expression of the rules language evaluated
+// per request (e.g. concat("/v2", http.request.uri.path)).
+struct RuleValue {
+  std::string value;
+  bool expression = false;
+  int line = 0, column = 0;  // of the YAML scalar, for errors found compiling it
+};
+
+// A header change of a rewrite action.
+struct HeaderRewrite {
+  std::string name;
+  enum class Op { Set, Add, Remove } op = Op::Set;
+  RuleValue value;
+};
+
+// One rule of the rules language (filters/): {id, expression, action, action_parameters,
+// enabled, description}, in a shared policy or a tenant's own list.
+struct RuleConfig {
+  enum class Action { Block, Allow, Skip, Log, Redirect, Rewrite, SetCacheSettings, RateLimit };
+  std::string id;
+  std::string expression;
+  int line = 0, column = 0;  // of the expression scalar (its first character)
+  std::string description;
+  Action action = Action::Block;
+  enum class Phase { Request, Response } phase = Phase::Request;
+  bool enabled = true;
+  bool log_only = false;  // shadow mode: record what it would have done
+  // block
+  uint16_t status = 0;  // block: 403; redirect: 302
+  std::string content_type = "text/plain";
+  std::string body;
+  // redirect
+  RuleValue target;
+  bool preserve_query = false;
+  // skip
+  std::vector<std::string> skip_rules;  // these ids, for the rest of the request
+  bool skip_ruleset = false;             // the rest of this phase's rules ("ruleset: current")
+  bool skip_response_phase = false;      // phases: [response]
+  bool skip_cache = false;               // products: [cache]
+  // rewrite
+  bool has_path = false, has_query = false;
+  RuleValue path, query;
+  std::vector<HeaderRewrite> headers;
+  // set_cache_settings
+  bool cache_bypass = false;
+  int64_t cache_ttl_s = -1;
+  // rate_limit
+  std::vector<std::string> characteristics;  // field expressions whose values make the key
+  uint32_t period_s = 60;
+  uint32_t requests_per_period = 0;
+  uint32_t mitigation_timeout_s = 0;  // 0: blocked for the rest of the period only
+  std::string where;  // "file:line:col" of the rule
+};
+
+// A shared policy: an ordered rule list defined once, attached to tenants by name.
+struct PolicyConfig {
+  std::string name;
+  std::vector<RuleConfig> rules;
+};
+
+// A tenant's change to a rule of a policy it uses: another action, or disabled.
+struct RuleOverride {
+  std::string id;
+  bool has_enabled = false, enabled = true;
+  bool has_action = false;
+  RuleConfig::Action action = RuleConfig::Action::Block;
+  bool has_log_only = false, log_only = false;
+  std::string where;
+};
+
+// A named list for `in $name`: IP addresses and CIDRs, or strings.
+struct ListConfig {
+  std::string name;
+  bool ip = true;
+  std::vector<std::string> items;  // inline items
+  std::string file;                // or a file, one item per line, '#' comments
+  std::string where;
+};
+
 // One cache rule of a tenant: the first whose conditions all hold decides for the request.
 struct CacheRule {
   std::string path;           // path prefix ("" = any)
@@ -120,6 +199,9 @@ struct CacheStoreConfig {
 struct Tenant {
   std::string name;
   TenantCache cache;
+  std::vector<std::string> policies;  // shared policies, by name, run first, in this order
+  std::vector<RuleOverride> policy_overrides;
+  std::vector<RuleConfig> rules;      // the tenant's own rules, after the policies'
   std::vector<std::string> hosts;         // lowercased; "*.example.com" for any subdomain
   std::vector<Certificate> certificates;  // served by SNI for the tenant's hosts
   std::string hsts;            // Strict-Transport-Security value added over TLS ("" = none)
@@ -150,6 +232,8 @@ struct Config {
   Timeouts timeouts;
   AccessLogConfig access_log;
   CacheStoreConfig cache;
+  std::vector<ListConfig> lists;
+  std::vector<PolicyConfig> policies;
   std::vector<Tenant> tenants;
 };
 

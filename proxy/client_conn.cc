@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <openssl/err.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cinttypes>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include "proxy/conn.h"
 #include "proxy/log.h"
 #include "proxy/phase_cache.h"
+#include "proxy/phase_policy.h"
 #include "proxy/tail.h"
 #include "proxy/worker.h"
 
@@ -32,8 +34,24 @@ const char* status_phrase(int status) {
       return "Not Modified";
     case 416:
       return "Range Not Satisfiable";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 303:
+      return "See Other";
+    case 307:
+      return "Temporary Redirect";
+    case 308:
+      return "Permanent Redirect";
     case 400:
       return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 429:
+      return "Too Many Requests";
     case 404:
       return "Not Found";
     case 408:
@@ -95,6 +113,7 @@ void Exchange::reset(ClientConn* c, std::shared_ptr<const Snapshot> s, uint64_t 
   rstats = nullptr;
   has_trace = false;
   in_head_phase = false;
+  policy_active = false;  // the ExchangePolicy (if any) is kept for its capacity
 }
 
 void Exchange::format_peer(char* out, size_t n) const {
@@ -393,8 +412,8 @@ int ClientConn::on_head() {
   }
   if (wk()->draining()) close_after = true;
   e->in_head_phase = true;  // a local answer now cannot keep the connection if a body follows
-  const bool answered = phase_route(e) == Flow::Respond || phase_cache(e) == Flow::Respond ||
-                        phase_upstream(e) == Flow::Respond;
+  const bool answered = phase_route(e) == Flow::Respond || phase_policy(e) == Flow::Respond ||
+                        phase_cache(e) == Flow::Respond || phase_upstream(e) == Flow::Respond;
   e->in_head_phase = false;
   if (answered) {
     if (e->has_body || r.upgrade) {
@@ -440,33 +459,46 @@ bool ClientConn::on_message_complete() {
 }
 
 void ClientConn::reply(int status, const char* reason, bool close, std::string_view extra) {
+  reply_with(status, reason, close, extra, {}, {});
+}
+
+void ClientConn::reply_with(int status, const char* reason, bool close, std::string_view extra,
+                            std::string_view content_type, std::string_view custom_body) {
   if (ex == nullptr) ex = wk()->new_exchange(this);
   Exchange* e = ex;
   const char* phrase = status_phrase(status);
   bool closing_now = close || close_after || !e->req.keep_alive || wk()->draining() ||
                      (e->in_head_phase && (e->has_body || e->req.upgrade));
   if (closing_now) close_after = true;
-  char body[256];
-  int bn = std::snprintf(body, sizeof body, "%d %s\nreason: %s\nrequest_id: %.*s\n", status, phrase,
-                         reason, static_cast<int>(e->request_id.size()), e->request_id.data());
+  char body_buf[256];
+  std::string_view body = custom_body;
+  if (content_type.empty()) {
+    int bn =
+        std::snprintf(body_buf, sizeof body_buf, "%d %s\nreason: %s\nrequest_id: %.*s\n", status,
+                      phrase, reason, static_cast<int>(e->request_id.size()), e->request_id.data());
+    body = std::string_view(body_buf, static_cast<size_t>(bn));
+    content_type = "text/plain";
+  }
   char head[512];
-  int hn = std::snprintf(head, sizeof head,
-                         "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                         "X-Request-Id: %.*s\r\n",
-                         status, phrase, bn, static_cast<int>(e->request_id.size()),
-                         e->request_id.data());
+  int hn =
+      std::snprintf(head, sizeof head,
+                    "HTTP/1.1 %d %s\r\nContent-Type: %.*s\r\nContent-Length: %zu\r\n"
+                    "X-Request-Id: %.*s\r\n",
+                    status, phrase, static_cast<int>(std::min<size_t>(content_type.size(), 128)),
+                    content_type.data(), body.size(), static_cast<int>(e->request_id.size()),
+                    e->request_id.data());
   out.stage_copy(head, static_cast<size_t>(hn));
   out.stage_copy(extra);
   out.stage_copy(closing_now ? std::string_view("Connection: close\r\n\r\n")
                              : std::string_view("\r\n"));
   hn += static_cast<int>(extra.size()) + (closing_now ? 21 : 2);
-  if (!e->is_head) out.stage_copy(body, static_cast<size_t>(bn));
+  if (!e->is_head) out.stage_copy(body);
   e->replied = true;
   e->resp_done = true;
   e->resp_started = true;
   e->status = static_cast<uint16_t>(status);
   e->reason = reason;
-  e->bytes_out += static_cast<uint64_t>(hn) + (e->is_head ? 0 : static_cast<uint64_t>(bn));
+  e->bytes_out += static_cast<uint64_t>(hn) + (e->is_head ? 0 : body.size());
   char ip[64];
   e->format_peer(ip, sizeof ip);
   log_error("worker=%u request_id=%.*s client=%s status=%d reason=%s", wk()->index(),
@@ -810,6 +842,7 @@ void ClientConn::record(Exchange* e, const char* ended_by) {
       line += "\",\"tls_resumed\":";
       line += t->resumed ? "true" : "false";
     }
+    policy_log_fields(e, line);
     if (e->cache && !e->cache->status_value.empty()) {
       line += ",\"cache\":\"";
       json_escape(line, e->cache->status_value.c_str());

@@ -36,6 +36,10 @@ struct ExchangeCache;
 struct ExchangeCacheDeleter {
   void operator()(ExchangeCache* c) const;
 };
+struct ExchangePolicy;
+struct ExchangePolicyDeleter {
+  void operator()(ExchangePolicy* p) const;
+};
 
 enum class Flow { Continue, Respond };
 
@@ -119,6 +123,9 @@ struct ClientConn final : Http1Handler {
   // Writes a complete local response (error or otherwise) for the current exchange.
   // `extra`: preformatted header lines ("Location: ...\r\n") for the response.
   void reply(int status, const char* reason, bool close, std::string_view extra = {});
+  // The same with the caller's body and content type (an empty type: the standard body).
+  void reply_with(int status, const char* reason, bool close, std::string_view extra,
+                  std::string_view content_type, std::string_view body);
   // Both directions of the current exchange are done: next request, or close.
   void finish_exchange();
   // Frees the current exchange; true if the connection may take another request.
@@ -227,6 +234,10 @@ struct Exchange {
   bool client_keep = true;
   // The cache's state for this request (tenants with a cache only; proxy/phase_cache.h).
   std::unique_ptr<ExchangeCache, ExchangeCacheDeleter> cache;
+  // What the tenant's rules matched and changed (phase_policy.h): allocated the first time a
+  // tenant with rules uses this exchange and kept across requests; valid when policy_active.
+  std::unique_ptr<ExchangePolicy, ExchangePolicyDeleter> policy;
+  bool policy_active = false;
 };
 
 struct OriginConn final : Http1Handler {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "proxy/policy.h"
 #include "proxy/server.h"
 
 #ifndef PARAPET_VERSION
@@ -65,7 +66,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::vector<std::string> tls_errors;
-  parapet::build_tls(r.config, &tls_errors);  // certificates: readable, matching, not expired
+  parapet::build_tls(r.config, &tls_errors);        // certificates: readable, matching, not expired
+  parapet::Policies::build(r.config, &tls_errors);  // rules: expressions, lists, overrides
   if (!tls_errors.empty()) {
     for (const std::string& e : tls_errors) std::fprintf(stderr, "%s\n", e.c_str());
     std::fprintf(stderr, "parapet: %s: %zu error(s), configuration refused\n", file.c_str(),

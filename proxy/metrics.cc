@@ -6,6 +6,8 @@
 
 #include "proxy/access_log.h"
 #include "proxy/cache/store.h"
+#include "proxy/phase_policy.h"
+#include "proxy/policy.h"
 #include "proxy/server.h"
 
 namespace parapet {
@@ -227,6 +229,23 @@ std::string Server::metrics_text() const {
          access_log_ ? access_log_->written() : 0);
   sample(m, "parapet_access_log_lines_total", "result=\"dropped\"",
          access_log_ ? access_log_->dropped() : 0);
+  if (const Policies* pol = snap_->policies()) {
+    std::string rules;
+    for (size_t t = 0; t < pol->tenant_count(); ++t) {
+      const std::string l = "tenant=\"" + label(snap_->cfg().tenants[t].name) + "\",rule=\"";
+      for (const auto* phase : {&pol->tenant(t).request, &pol->tenant(t).response}) {
+        for (const CompiledRule& rule : *phase) {
+          sample(rules, "parapet_rule_matches_total",
+                 l + label(rule.key) + "\",action=\"" + action_name(rule.action) +
+                     "\",mode=\"" + (rule.log_only ? "log_only" : "enforce") + "\"",
+                 rule.matches->load(std::memory_order_relaxed));
+        }
+      }
+    }
+    header(m, "parapet_rule_matches_total", "counter",
+           "Requests each rule matched (since the configuration was loaded).");
+    m += rules;
+  }
   if (cache_) {
     std::string req_s, events, objects, bytes;
     for (const auto& [tenant, c] : cache_->all_stats()) {

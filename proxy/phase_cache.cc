@@ -3,6 +3,7 @@
 #include <charconv>
 #include <ctime>
 
+#include "proxy/phase_policy.h"
 #include "proxy/worker.h"
 
 namespace parapet {
@@ -299,6 +300,7 @@ Flow phase_cache(Exchange* ex) {
   cache::Store* store = w->cache();
   const CacheRuntime& rt = ex->snap->cache(ex->tenant);
   if (!rt.enabled || store == nullptr || ex->req.upgrade) return Flow::Continue;
+  if (ex->policy_active && ex->policy->skip_cache) return Flow::Continue;  // skip: products
   ex->cache.reset(new ExchangeCache(ex, w));
   ExchangeCache* ec = ex->cache.get();
   cache::fields_of(ex->req, &ec->req_fields);
@@ -315,11 +317,18 @@ Flow phase_cache(Exchange* ex) {
     return Flow::Continue;
   }
   const CacheRuntime::Rule* rule = match_rule(rt, ex, ec->req_fields);
-  if (rule != nullptr && rule->cfg->bypass) {
+  if ((rule != nullptr && rule->cfg->bypass) || (ex->policy_active && ex->policy->cache_bypass)) {
     ec->status.fwd = cache::CacheStatus::Fwd::Bypass;
     return Flow::Continue;
   }
   ec->policy = rule != nullptr ? &rule->policy : &rt.base;
+  if (ex->policy_active && ex->policy->cache_ttl_s >= 0) {
+    // set_cache_settings edge_ttl: the lifetime of anything stored for this request.
+    ec->own_policy = *ec->policy;
+    ec->own_policy.cache_everything = true;
+    ec->own_policy.cache_everything_ttl = ex->policy->cache_ttl_s;
+    ec->policy = &ec->own_policy;
+  }
   ec->req_cc = cache::parse_request_cache_control(ec->req_fields);
   const int64_t now = now_s();
   ec->request_time = now;

@@ -51,6 +51,7 @@ struct ExchangeCache final : cache::FillObserver {
   Worker* worker;
   Mode mode = Mode::Pass;
   const cache::Policy* policy = nullptr;
+  cache::Policy own_policy;  // a rule's override (set_cache_settings)
   cache::CacheKey key;
   cache::CacheControl req_cc;
   std::vector<cache::Field> req_fields;  // views into ex->req.buf

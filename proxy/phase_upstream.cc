@@ -14,6 +14,7 @@
 #include "proxy/conn.h"
 #include "proxy/log.h"
 #include "proxy/phase_cache.h"
+#include "proxy/phase_policy.h"
 #include "proxy/worker.h"
 
 namespace parapet {
@@ -248,6 +249,7 @@ bool build_forward_head(Exchange* ex) {
       case Hdr::Other:
         if (conn.n != 0 && conn.names(name)) continue;
         if (ex->cache && cache_drops_request_header(ex, name)) continue;
+        if (ex->policy_active && policy_drops_request_header(ex, name)) continue;
         f.append(r.buf.data() + h.name_off, h.name_len);
         f.append(": ", 2);
         f.append(value);
@@ -276,6 +278,7 @@ bool build_forward_head(Exchange* ex) {
   }
   if (r.upgrade) f.append("Connection: upgrade\r\n");
   if (ex->cache) cache_add_request_headers(ex, f);
+  if (ex->policy_active) policy_add_request_headers(ex, f);
   f.append("\r\n", 2);
   return true;
 }
@@ -869,6 +872,7 @@ void build_response_head(Exchange* ex, OriginConn* oc) {
         break;
       default:
         if (conn.n != 0 && conn.names(name)) continue;
+        if (ex->policy_active && st >= 200 && policy_drops_response_header(ex, name)) continue;
     }
     append_header(h, name, r.value(hs));
   }
@@ -890,6 +894,7 @@ void build_response_head(Exchange* ex, OriginConn* oc) {
     }
   }
   if (ex->cache && st >= 200 && st != 101) cache_response_headers(ex, h);
+  if (ex->policy_active && st >= 200) policy_add_response_headers(ex, h);
   if (st == 101) {
     h.append("Connection: upgrade\r\n");
   } else if (st >= 200) {
@@ -923,6 +928,7 @@ int OriginConn::on_head() {
     return -1;
   }
   pool->fails = 0;
+  if (e->policy_active && st >= 200) phase_policy_response(e);
   if (e->cache && st >= 200) {
     cache_on_response_head(e);
     if (cache_swallows(e)) {

@@ -16,6 +16,7 @@
 #include "proxy/access_log.h"
 #include "proxy/cache/store.h"
 #include "proxy/log.h"
+#include "proxy/policy.h"
 #include "proxy/tail.h"
 #include "proxy/tls.h"
 #include "proxy/upgrade.h"
@@ -234,7 +235,9 @@ std::vector<std::string> Server::reload() {
   std::vector<std::vector<ListenerFd>> add;
   std::string err;
   std::shared_ptr<const TlsContexts> tls;
+  std::shared_ptr<const Policies> policies;
   if (r.ok()) tls = build_tls(r.config, &r.errors);
+  if (r.ok()) policies = Policies::build(r.config, &r.errors);
   if (r.ok() && !bind_listeners(r.config, listener_keys_, &add, &err)) r.errors.push_back(err);
   if (!r.ok()) {
     ++reloads_failed_;
@@ -256,7 +259,8 @@ std::vector<std::string> Server::reload() {
     if (std::find(keys.begin(), keys.end(), k) == keys.end()) removed.push_back(k);
   }
   for (const std::string& k : removed) all_fds_.erase(k);  // the workers close them
-  snap_ = std::make_shared<const Snapshot>(std::move(r.config), std::move(tls));
+  snap_ =
+      std::make_shared<const Snapshot>(std::move(r.config), std::move(tls), std::move(policies));
   listener_keys_ = std::move(keys);
   for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->reload(snap_, add[i], removed);
   ++generation_;
@@ -276,11 +280,13 @@ int Server::run(config::Config cfg, std::string exe, std::vector<std::string> ar
   for (const config::Listener& l : cfg.listeners) listener_keys_.push_back(listener_key(l));
   std::vector<std::string> tls_errors;
   std::shared_ptr<const TlsContexts> tls = build_tls(cfg, &tls_errors);
+  std::shared_ptr<const Policies> policies;
+  if (tls_errors.empty()) policies = Policies::build(cfg, &tls_errors);
   if (!tls_errors.empty()) {
     for (const std::string& e : tls_errors) log_error("%s", e.c_str());
     return 1;
   }
-  snap_ = std::make_shared<const Snapshot>(std::move(cfg), std::move(tls));
+  snap_ = std::make_shared<const Snapshot>(std::move(cfg), std::move(tls), std::move(policies));
   std::vector<std::vector<ListenerFd>> fds;
   std::string err;
   if (!bind_listeners(snap_->cfg(), {}, &fds, &err)) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "proxy/policy.h"
 #include "proxy/tls.h"
 
 namespace parapet {
@@ -21,8 +22,9 @@ uint64_t hash64(std::string_view s) {
   return h;
 }
 
-Snapshot::Snapshot(config::Config cfg, std::shared_ptr<const TlsContexts> tls)
-    : cfg_(std::move(cfg)), tls_(std::move(tls)) {
+Snapshot::Snapshot(config::Config cfg, std::shared_ptr<const TlsContexts> tls,
+                   std::shared_ptr<const Policies> policies)
+    : cfg_(std::move(cfg)), tls_(std::move(tls)), policies_(std::move(policies)) {
   constexpr int kPointsPerServer = 160;
   for (uint32_t t = 0; t < cfg_.tenants.size(); ++t) {
     const config::Tenant& tenant = cfg_.tenants[t];

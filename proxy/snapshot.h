@@ -35,10 +35,14 @@ struct OriginGroup {
 };
 
 class TlsContexts;
+class Policies;
 
 class Snapshot {
  public:
-  explicit Snapshot(config::Config cfg, std::shared_ptr<const TlsContexts> tls = nullptr);
+  explicit Snapshot(config::Config cfg, std::shared_ptr<const TlsContexts> tls = nullptr,
+                    std::shared_ptr<const Policies> policies = nullptr);
+  // The tenants' compiled rules (null when none has any).
+  const Policies* policies() const { return policies_.get(); }
   // Certificates by SNI (null when no tenant has one).
   const std::shared_ptr<const TlsContexts>& tls() const { return tls_; }
 
@@ -65,6 +69,7 @@ class Snapshot {
  private:
   config::Config cfg_;
   std::shared_ptr<const TlsContexts> tls_;
+  std::shared_ptr<const Policies> policies_;
   StringMap exact_;
   StringMap wildcard_;  // key: ".example.com" for "*.example.com"
   std::vector<OriginGroup> groups_;

@@ -474,7 +474,7 @@ TEST(ConfigErrors, BadCacheSettings) {
 }
 
 TEST(ConfigErrors, TenantFeaturesNotYetSupported) {
-  for (const char* feature : {"lua", "policies", "rules"}) {
+  for (const char* feature : {"lua"}) {
     SCOPED_TRACE(feature);
     const std::string y = kListeners + "tenants:\n" +
                           tenant("a", "a.local", std::string("    ") + feature + ": some-value\n");
@@ -483,15 +483,15 @@ TEST(ConfigErrors, TenantFeaturesNotYetSupported) {
   }
 }
 
-TEST(ConfigErrors, ListenerTlsShapeAndPoliciesNotYetSupported) {
+TEST(ConfigErrors, ListenerTlsAndPolicyShapes) {
   expect_error(
       "listeners:\n  - name: main\n    address: 127.0.0.1:1\n    tls: yes-please\ntenants:\n" +
           tenant("a", "a.local"),
       "yes-please", "listener tls must be a mapping");
   expect_error(kListeners + "tenants:\n" + tenant("a", "a.local", "    tls: {certificates: []}\n"),
                "[]", "tls.certificates must be a non-empty list");
-  expect_error(kListeners + "policies: [p]\ntenants:\n" + tenant("a", "a.local"), "[p]",
-               "'policies' are not supported");
+  expect_error(kListeners + "policies: [p]\ntenants:\n" + tenant("a", "a.local"), "p]",
+               "a policy must be a mapping");
 }
 
 TEST(ConfigErrors, HashKeyWithoutBalanceHash) {

@@ -1,0 +1,332 @@
+#include "proxy/phase_policy.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+
+#include "filters/request_provider.h"
+#include "proxy/worker.h"
+
+namespace parapet {
+
+namespace {
+
+using Action = config::RuleConfig::Action;
+
+// Per worker thread: the evaluation context (its field table and scratch keep their capacity
+// from one request to the next), the provider and the view it reads.
+struct Evaluator {
+  filters::RequestView view;
+  filters::RequestFieldProvider provider{&view};
+  filters::ExecContext ctx{&provider};
+  std::vector<filters::HeaderPair> headers, resp_headers;
+};
+thread_local Evaluator t_eval;
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+void fill_request_view(Exchange* ex) {
+  Evaluator& e = t_eval;
+  const MessageHead& r = ex->req;
+  e.headers.clear();
+  for (const HeaderSpan& h : r.headers) e.headers.emplace_back(r.name(h), r.value(h));
+  filters::RequestView& v = e.view;
+  v = filters::RequestView{};
+  v.method = llhttp_method_name(static_cast<llhttp_method_t>(r.method));
+  v.target = ex->target;
+  v.host = ex->host;
+  v.version = r.minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+  v.headers = e.headers;
+  ClientConn* c = ex->client;
+  if (c->extras && c->extras->v6) {
+    auto* s6 = reinterpret_cast<const sockaddr_in6*>(&c->extras->peer6);
+    std::memcpy(v.src.bytes.data(), &s6->sin6_addr, 16);
+    v.src.v4 = false;
+  } else {
+    v.src = filters::IpAddr::from_v4(ntohl(c->peer_v4));
+  }
+  v.has_src = true;
+  v.tls = c->tls() != nullptr;
+  v.timestamp_sec = static_cast<int64_t>(std::time(nullptr));
+  v.tenant = ex->snap->cfg().tenants[ex->tenant].name;
+  e.ctx.reset(&e.provider);
+}
+
+bool skipped(const ExchangePolicy& p, const CompiledRule* r) {
+  return std::find(p.skipped.begin(), p.skipped.end(), r) != p.skipped.end();
+}
+
+// A literal or computed action value.
+bool value_of(const config::RuleValue& v, const filters::ValueExpr* e, std::string* out) {
+  if (e == nullptr) {
+    *out = v.value;
+    return true;
+  }
+  return e->eval(t_eval.ctx, *out);
+}
+
+void apply_header_rewrites(const CompiledRule& r,
+                           std::vector<std::pair<std::string, std::string>>* add,
+                           std::vector<std::string>* remove) {
+  for (size_t i = 0; i < r.cfg->headers.size(); ++i) {
+    const config::HeaderRewrite& h = r.cfg->headers[i];
+    std::string name = lower(h.name);
+    if (h.op != config::HeaderRewrite::Op::Add) {
+      remove->push_back(name);
+      std::erase_if(*add, [&](const auto& kv) { return lower(kv.first) == name; });
+    }
+    if (h.op == config::HeaderRewrite::Op::Remove) continue;
+    std::string value;
+    if (!value_of(h.value, r.header_values[i].get(), &value)) continue;  // no value: no header
+    if (value.find_first_of("\r\n") != std::string::npos) continue;      // never split a head
+    add->emplace_back(h.name, std::move(value));
+  }
+}
+
+// Applies one matched rule of the request phase. Returns Respond when it answered, and sets
+// *stop when the rest of the phase is skipped.
+Flow apply_request(Exchange* ex, ExchangePolicy& p, const CompiledRule& r, const TenantRules& tr,
+                   bool* stop) {
+  ClientConn* c = ex->client;
+  const config::RuleConfig& cfg = *r.cfg;
+  switch (r.action) {
+    case Action::Log:
+      return Flow::Continue;
+    case Action::Allow:
+      *stop = true;
+      return Flow::Continue;
+    case Action::Skip:
+      for (const std::string& id : cfg.skip_rules) {
+        for (const CompiledRule& x : tr.request) {
+          if (x.cfg->id == id) p.skipped.push_back(&x);
+        }
+        for (const CompiledRule& x : tr.response) {
+          if (x.cfg->id == id) p.skipped.push_back(&x);
+        }
+      }
+      if (cfg.skip_response_phase) p.skip_response = true;
+      if (cfg.skip_cache) p.skip_cache = true;
+      if (cfg.skip_ruleset) *stop = true;
+      return Flow::Continue;
+    case Action::Block:
+      if (cfg.body.empty()) {
+        c->reply(cfg.status, "policy.blocked", false);
+      } else {
+        c->reply_with(cfg.status, "policy.blocked", false, {}, cfg.content_type, cfg.body);
+      }
+      return Flow::Respond;
+    case Action::Redirect: {
+      std::string& target = p.scratch;
+      if (!value_of(cfg.target, r.target.get(), &target) || target.empty() ||
+          target.find_first_of("\r\n") != std::string::npos) {
+        return Flow::Continue;  // nothing to redirect to: the rule does not apply
+      }
+      if (cfg.preserve_query) {
+        size_t q = ex->target.find('?');
+        if (q != std::string_view::npos) {
+          target += target.find('?') == std::string::npos ? "?" : "&";
+          target.append(ex->target.substr(q + 1));
+        }
+      }
+      std::string loc = "Location: " + target + "\r\n";
+      c->reply(cfg.status, "policy.redirect", false, loc);
+      return Flow::Respond;
+    }
+    case Action::Rewrite: {
+      if (cfg.has_path || cfg.has_query) {
+        std::string_view cur = ex->target;
+        size_t q = cur.find('?');
+        std::string path(cur.substr(0, q));
+        std::string query(q == std::string_view::npos ? std::string_view() : cur.substr(q + 1));
+        std::string v;
+        if (cfg.has_path && value_of(cfg.path, r.path.get(), &v) && !v.empty() && v[0] == '/' &&
+            v.find_first_of(" \r\n\t?#") == std::string::npos) {
+          path = v;
+        }
+        if (cfg.has_query && value_of(cfg.query, r.query.get(), &v) &&
+            v.find_first_of(" \r\n\t#") == std::string::npos) {
+          query = v;
+        }
+        p.target = path;
+        if (!query.empty()) p.target += "?" + query;
+        ex->target = p.target;
+      }
+      apply_header_rewrites(r, &p.req_add, &p.req_remove);
+      return Flow::Continue;
+    }
+    case Action::SetCacheSettings:
+      if (cfg.cache_bypass) p.cache_bypass = true;
+      if (cfg.cache_ttl_s >= 0) p.cache_ttl_s = cfg.cache_ttl_s;
+      return Flow::Continue;
+    case Action::RateLimit: {
+      std::string& key = p.scratch;
+      key = ex->snap->cfg().tenants[ex->tenant].name;
+      key += '\x1f';
+      key += r.key;
+      std::string v;
+      for (const auto& e : r.characteristics) {
+        key += '\x1f';
+        if (e && e->eval(t_eval.ctx, v)) key += v;
+      }
+      const int64_t now_ms = static_cast<int64_t>(uv_hrtime() / 1'000'000);
+      RateCounter::Result res = LocalRateCounter::process().hit(
+          key, cfg.period_s, cfg.requests_per_period, cfg.mitigation_timeout_s, now_ms);
+      if (!res.limited) return Flow::Continue;
+      std::string retry = "Retry-After: " + std::to_string(res.retry_after_s) + "\r\n";
+      c->reply(429, "policy.rate_limited", false, retry);
+      return Flow::Respond;
+    }
+  }
+  return Flow::Continue;
+}
+
+bool listed(const std::vector<std::string>& names, std::string_view name) {
+  for (const std::string& n : names) {
+    if (n.size() == name.size() && std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
+          return a == std::tolower(static_cast<unsigned char>(b));
+        })) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+void ExchangePolicyDeleter::operator()(ExchangePolicy* p) const { delete p; }
+
+void ExchangePolicy::clear() {
+  trail.clear();
+  skipped.clear();
+  skip_response = skip_cache = cache_bypass = false;
+  cache_ttl_s = -1;
+  target.clear();
+  req_add.clear();
+  req_remove.clear();
+  resp_add.clear();
+  resp_remove.clear();
+}
+
+const char* action_name(Action a) {
+  switch (a) {
+    case Action::Block:
+      return "block";
+    case Action::Allow:
+      return "allow";
+    case Action::Skip:
+      return "skip";
+    case Action::Log:
+      return "log";
+    case Action::Redirect:
+      return "redirect";
+    case Action::Rewrite:
+      return "rewrite";
+    case Action::SetCacheSettings:
+      return "set_cache_settings";
+    case Action::RateLimit:
+      return "rate_limit";
+  }
+  return "?";
+}
+
+Flow phase_policy(Exchange* ex) {
+  const Policies* pol = ex->snap->policies();
+  if (pol == nullptr) return Flow::Continue;
+  const TenantRules& tr = pol->tenant(ex->tenant);
+  if (tr.empty()) return Flow::Continue;
+  if (!ex->policy) ex->policy.reset(new ExchangePolicy());
+  ExchangePolicy& p = *ex->policy;
+  p.clear();
+  ex->policy_active = true;
+  if (tr.request.empty()) return Flow::Continue;
+  fill_request_view(ex);
+  bool stop = false;
+  for (const CompiledRule& r : tr.request) {
+    if (stop) break;
+    if (!p.skipped.empty() && skipped(p, &r)) continue;
+    if (!r.filter->matches(t_eval.ctx)) continue;
+    r.matches->fetch_add(1, std::memory_order_relaxed);
+    p.trail.push_back({&r, r.log_only});
+    if (r.log_only) continue;  // shadow mode: recorded only
+    if (apply_request(ex, p, r, tr, &stop) == Flow::Respond) return Flow::Respond;
+  }
+  return Flow::Continue;
+}
+
+void phase_policy_response(Exchange* ex) {
+  if (!ex->policy_active) return;
+  ExchangePolicy& p = *ex->policy;
+  const TenantRules& tr = ex->snap->policies()->tenant(ex->tenant);
+  if (tr.response.empty() || p.skip_response) return;
+  fill_request_view(ex);
+  Evaluator& e = t_eval;
+  const MessageHead& resp = ex->resp;
+  e.resp_headers.clear();
+  for (const HeaderSpan& h : resp.headers) e.resp_headers.emplace_back(resp.name(h), resp.value(h));
+  e.view.response_code = resp.status;
+  e.view.response_headers = e.resp_headers;
+  for (const CompiledRule& r : tr.response) {
+    if (!p.skipped.empty() && skipped(p, &r)) continue;
+    if (!r.filter->matches(e.ctx)) continue;
+    r.matches->fetch_add(1, std::memory_order_relaxed);
+    p.trail.push_back({&r, r.log_only});
+    if (r.log_only) continue;
+    if (r.action == Action::Rewrite) apply_header_rewrites(r, &p.resp_add, &p.resp_remove);
+    if (r.action == Action::Skip) {
+      if (r.cfg->skip_ruleset) break;
+      for (const std::string& id : r.cfg->skip_rules) {
+        for (const CompiledRule& x : tr.response) {
+          if (x.cfg->id == id) p.skipped.push_back(&x);
+        }
+      }
+    }
+  }
+}
+
+bool policy_drops_request_header(const Exchange* ex, std::string_view name) {
+  return ex->policy_active && !ex->policy->req_remove.empty() &&
+         listed(ex->policy->req_remove, name);
+}
+
+void policy_add_request_headers(const Exchange* ex, std::string& head) {
+  if (!ex->policy_active) return;
+  for (const auto& [name, value] : ex->policy->req_add) {
+    head.append(name).append(": ").append(value).append("\r\n");
+  }
+}
+
+bool policy_drops_response_header(const Exchange* ex, std::string_view name) {
+  return ex->policy_active && !ex->policy->resp_remove.empty() &&
+         listed(ex->policy->resp_remove, name);
+}
+
+void policy_add_response_headers(const Exchange* ex, std::string& head) {
+  if (!ex->policy_active) return;
+  for (const auto& [name, value] : ex->policy->resp_add) {
+    head.append(name).append(": ").append(value).append("\r\n");
+  }
+}
+
+void policy_log_fields(const Exchange* ex, std::string& line) {
+  if (!ex->policy_active || ex->policy->trail.empty()) return;
+  line += ",\"rules\":[";
+  bool first = true;
+  for (const ExchangePolicy::Hit& h : ex->policy->trail) {
+    if (!first) line += ',';
+    first = false;
+    line += "{\"id\":\"";
+    line += h.rule->key;  // ids and policy names come from the config: plain text
+    line += "\",\"action\":\"";
+    line += action_name(h.rule->action);
+    line += h.log_only ? "\",\"log_only\":true}" : "\",\"log_only\":false}";
+  }
+  line += ']';
+}
+
+}  // namespace parapet

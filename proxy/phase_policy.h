@@ -1,0 +1,62 @@
+// Phase "policy" (DESIGN.md: request rules after route, before Lua and cache; response rules
+// before the response head is sent): the tenant's compiled rules (proxy/policy.h) evaluated
+// in order over the request's fields, fetched lazily once per request.
+//
+// Request phase actions: block (403 or the rule's status, content type and body), allow (the
+// rest of the phase is skipped), skip (named rules, the rest of the phase, the response phase,
+// the cache), log, redirect (static or computed target, 301/302/303/307/308), rewrite (request
+// path and query, request headers set/add/remove; literal or computed values),
+// set_cache_settings (bypass, edge TTL), rate_limit (429 with Retry-After). The first
+// terminating action ends the phase. Response phase: log, rewrite (response headers), skip.
+// A rule in shadow mode (log_only) records what it would have done and does nothing.
+// Every match is kept in the exchange's trail (access log "rules", metrics per rule).
+//
+// Later rules see the request as received: a rewrite changes what goes upstream, not the
+// fields of the rules after it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "proxy/conn.h"
+#include "proxy/policy.h"
+
+namespace parapet {
+
+struct ExchangePolicy {
+  struct Hit {
+    const CompiledRule* rule;
+    bool log_only;
+  };
+  void clear();
+
+  std::vector<Hit> trail;
+  std::vector<const CompiledRule*> skipped;
+  bool skip_response = false;
+  bool skip_cache = false;
+  bool cache_bypass = false;
+  int64_t cache_ttl_s = -1;
+  std::string target;  // a rewritten request target (ex->target points here)
+  std::vector<std::pair<std::string, std::string>> req_add;
+  std::vector<std::string> req_remove;  // lowercased
+  std::vector<std::pair<std::string, std::string>> resp_add;
+  std::vector<std::string> resp_remove;  // lowercased
+  std::string scratch;
+};
+
+Flow phase_policy(Exchange* ex);
+// The origin's final response head: the response rules run (before it is relayed).
+void phase_policy_response(Exchange* ex);
+// Forward head: whether to drop a request header; the header lines to add.
+bool policy_drops_request_header(const Exchange* ex, std::string_view name);
+void policy_add_request_headers(const Exchange* ex, std::string& head);
+// Response head to the client: the same for response headers.
+bool policy_drops_response_header(const Exchange* ex, std::string_view name);
+void policy_add_response_headers(const Exchange* ex, std::string& head);
+// The trail as JSON for the access log: ,"rules":[{"id":..,"action":..,"log_only":..}].
+void policy_log_fields(const Exchange* ex, std::string& line);
+const char* action_name(config::RuleConfig::Action a);
+
+}  // namespace parapet

@@ -1,0 +1,289 @@
+"""Policies over real HTTP: every request-phase action (block, allow, skip, log, redirect,
+rewrite, set_cache_settings, rate_limit), response-phase header rewrites, shadow mode, a shared
+policy attached to two tenants with an override in one, lists, per-rule metrics, and bad rules
+refused at load with line and column while the running config keeps serving."""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import (Client, ParapetCase, Reply, build_request, demo_config,  # noqa: E402
+                     run_parapet, to_yaml)
+
+
+def config_with(origin, rules=None, policies=None, tenant_policies=None, overrides=None,
+                lists=None, cache=None, extra_tenant=None):
+    config = demo_config(origin)
+    t = config["tenants"][0]
+    if rules is not None:
+        t["rules"] = rules
+    if tenant_policies is not None:
+        t["policies"] = tenant_policies
+    if overrides is not None:
+        t["policy_overrides"] = overrides
+    if cache is not None:
+        t["cache"] = cache
+    if policies is not None:
+        config["policies"] = policies
+    if lists is not None:
+        config["lists"] = lists
+    if extra_tenant is not None:
+        config["tenants"].append(extra_tenant)
+    return config
+
+
+class PolicyCase(ParapetCase):
+
+    def start(self, handler=None, **kwargs):
+        self.origin = self.start_origin(handler)
+        self.start_parapet(config_with(self.origin, **kwargs))
+
+    def req(self, path="/", host="demo.local", headers=(), method="GET", body=None):
+        with Client(self.parapet.port("http")) as c:
+            return c.roundtrip(method, path, host=host, headers=list(headers), body=body)
+
+    def metrics(self):
+        with Client(self.parapet.admin_port) as c:
+            c.send(build_request("GET", "/metrics", host="admin"))
+            return c.response().body.decode()
+
+
+class RequestActions(PolicyCase):
+
+    def test_block_default_and_custom(self):
+        self.start(rules=[
+            {"id": "no-sqlmap", "expression": 'http.user_agent contains "sqlmap"',
+             "action": "block"},
+            {"id": "teapot", "expression": 'http.request.uri.path eq "/tea"', "action": "block",
+             "action_parameters": {"status": 418, "content_type": "application/json",
+                                   "body": '{"error":"teapot"}'}}])
+        r = self.req(headers=[("User-Agent", "sqlmap/1.7")])
+        self.assertError(r, 403, "policy.blocked")
+        r = self.req("/tea")
+        self.assertEqual(r.status, 418)
+        self.assertEqual(r.header("Content-Type"), "application/json")
+        self.assertEqual(r.body, b'{"error":"teapot"}')
+        self.assertOriginUntouched(self.origin)
+        self.assertStatus(self.req(headers=[("User-Agent", "curl/8")]), 200)
+
+    def test_allow_skips_the_rest_of_the_phase(self):
+        self.start(rules=[
+            {"id": "office", "expression": 'http.request.headers["x-office"][0] eq "1"',
+             "action": "allow"},
+            {"id": "all", "expression": "true", "action": "block"}])
+        self.assertStatus(self.req(headers=[("X-Office", "1")]), 200)
+        self.assertError(self.req(), 403, "policy.blocked")
+
+    def test_skip_named_rules_and_the_cache(self):
+        def handler(req):
+            return Reply(200, body=b"fresh", headers=[("Cache-Control", "max-age=60")])
+        self.start(handler, cache={"enabled": True}, rules=[
+            {"id": "trusted", "expression": 'http.request.headers["x-trusted"][0] eq "yes"',
+             "action": "skip", "action_parameters": {"rules": ["blocker"], "products": ["cache"]}},
+            {"id": "blocker", "expression": 'http.request.uri.path eq "/x"', "action": "block"}])
+        self.assertError(self.req("/x"), 403, "policy.blocked")
+        for _ in range(2):
+            r = self.req("/x", headers=[("X-Trusted", "yes")])
+            self.assertStatus(r, 200)
+            self.assertIsNone(r.header("Cache-Status"))
+        self.assertEqual(self.origin.request_count, 2)  # the cache was skipped both times
+
+    def test_log_and_shadow_mode_record_without_acting(self):
+        self.start(rules=[
+            {"id": "watch", "expression": 'http.request.uri.path eq "/w"', "action": "log"},
+            {"id": "would-block", "expression": 'http.request.uri.path eq "/w"',
+             "action": "block", "log_only": True}])
+        for _ in range(3):
+            self.assertStatus(self.req("/w"), 200)
+        m = self.metrics()
+        self.assertIn('parapet_rule_matches_total{tenant="demo",rule="watch",action="log",'
+                      'mode="enforce"} 3', m)
+        self.assertIn('parapet_rule_matches_total{tenant="demo",rule="would-block",'
+                      'action="block",mode="log_only"} 3', m)
+
+    def test_redirect_static_and_computed(self):
+        self.start(rules=[
+            {"id": "old", "expression": 'starts_with(http.request.uri.path, "/old/")',
+             "action": "redirect", "action_parameters": {
+                 "target_url": {"expression":
+                                'concat("https://new.example", substring(http.request.uri.path, 4))'},
+                 "status_code": 301, "preserve_query_string": True}},
+            {"id": "home", "expression": 'http.request.uri.path eq "/home"',
+             "action": "redirect", "action_parameters": {"target_url": "/"}}])
+        r = self.req("/old/page?a=1")
+        self.assertEqual(r.status, 301)
+        self.assertEqual(r.header("Location"), "https://new.example/page?a=1")
+        r = self.req("/home")
+        self.assertEqual(r.status, 302)
+        self.assertEqual(r.header("Location"), "/")
+        self.assertOriginUntouched(self.origin)
+
+    def test_rewrite_path_query_and_headers(self):
+        self.start(rules=[{
+            "id": "v2", "expression": 'starts_with(http.request.uri.path, "/api/")',
+            "action": "rewrite", "action_parameters": {
+                "uri": {"path": {"expression":
+                                 'regex_replace(http.request.uri.path, "^/api/", "/v2/")'},
+                        "query": {"value": "source=edge"}},
+                "headers": {"X-Edge": {"operation": "set", "value": "parapet"},
+                            "X-Country": {"operation": "set",
+                                          "expression": 'lower(http.request.headers["x-cc"][0])'},
+                            "X-Secret": {"operation": "remove"}}}}])
+        self.assertStatus(self.req("/api/users?x=1", headers=[("X-Secret", "s"), ("X-CC", "FR")]),
+                          200)
+        got = self.origin.wait_requests(1)[0]
+        self.assertEqual(got.target, "/v2/users?source=edge")
+        self.assertEqual(got.header("X-Edge"), "parapet")
+        self.assertEqual(got.header("X-Country"), "fr")
+        self.assertIsNone(got.header("X-Secret"))
+
+    def test_set_cache_settings_bypass(self):
+        def handler(req):
+            return Reply(200, body=b"c", headers=[("Cache-Control", "max-age=60")])
+        self.start(handler, cache={"enabled": True}, rules=[
+            {"id": "nocache", "expression": 'http.request.uri.path eq "/live"',
+             "action": "set_cache_settings", "action_parameters": {"cache": False}}])
+        for _ in range(2):
+            self.req("/live")
+            self.req("/static")
+        self.assertEqual(sum(1 for r in self.origin.requests if r.target == "/live"), 2)
+        self.assertEqual(sum(1 for r in self.origin.requests if r.target == "/static"), 1)
+
+    def test_rate_limit_across_connections(self):
+        self.start(rules=[{
+            "id": "rl", "expression": 'starts_with(http.request.uri.path, "/login")',
+            "action": "rate_limit", "action_parameters": {
+                "characteristics": ["ip.src", 'http.request.headers["x-user"][0]'],
+                "period": "10s", "requests_per_period": 5, "mitigation_timeout": "30s"}}])
+        statuses = [self.req("/login", headers=[("X-User", "alice")]).status for _ in range(5)]
+        self.assertEqual(statuses, [200] * 5)
+        r = self.req("/login", headers=[("X-User", "alice")])
+        self.assertError(r, 429, "policy.rate_limited")
+        self.assertTrue(25 <= int(r.header("Retry-After")) <= 30, r.header("Retry-After"))
+        # Another characteristic value has its own counter; other paths are not counted.
+        self.assertStatus(self.req("/login", headers=[("X-User", "bob")]), 200)
+        self.assertStatus(self.req("/other", headers=[("X-User", "alice")]), 200)
+        self.assertEqual(self.origin.request_count, 7)
+
+    def test_ip_list(self):
+        self.start(lists=[{"name": "blocked", "kind": "ip",
+                           "items": ["127.0.0.0/8", "2001:db8::/32"]},
+                          {"name": "bad_agents", "kind": "string", "items": ["evil", "worse"]}],
+                   rules=[{"id": "agents", "expression": "http.user_agent in $bad_agents",
+                           "action": "block"},
+                          {"id": "ips", "expression": "ip.src in $blocked and "
+                                                      'http.request.uri.path eq "/private"',
+                           "action": "block"}])
+        self.assertError(self.req(headers=[("User-Agent", "evil")]), 403, "policy.blocked")
+        self.assertStatus(self.req(headers=[("User-Agent", "nice")]), 200)
+        self.assertError(self.req("/private"), 403, "policy.blocked")
+
+
+class ResponsePhase(PolicyCase):
+
+    def test_response_header_rewrite(self):
+        def handler(req):
+            st = 404 if req.target == "/missing" else 200
+            return Reply(st, body=b"x", headers=[("Server", "origin/1.0")])
+        self.start(handler, rules=[
+            {"id": "hide", "phase": "response", "expression": "true", "action": "rewrite",
+             "action_parameters": {"headers": {"Server": {"operation": "remove"}}}},
+            {"id": "mark404", "phase": "response", "expression": "http.response.code eq 404",
+             "action": "rewrite", "action_parameters": {
+                 "headers": {"X-Missing": {"operation": "set", "expression":
+                                           "http.request.uri.path"}}}}])
+        r = self.req("/ok")
+        self.assertIsNone(r.header("Server"))
+        self.assertIsNone(r.header("X-Missing"))
+        r = self.req("/missing")
+        self.assertEqual(r.status, 404)
+        self.assertEqual(r.header("X-Missing"), "/missing")
+
+
+class SharedPolicies(PolicyCase):
+
+    def test_shared_policy_on_two_tenants_with_an_override(self):
+        origin = self.start_origin()
+        config = demo_config(origin)
+        base = config["tenants"][0]
+        base["policies"] = ["baseline"]
+        other = dict(base, name="other", hosts=["other.example"], policies=["baseline"],
+                     policy_overrides=[{"id": "scanners", "action": "log"},
+                                       {"id": "admin", "enabled": False}])
+        config["tenants"].append(other)
+        config["policies"] = [{"name": "baseline", "rules": [
+            {"id": "scanners", "expression": 'http.user_agent contains "nikto"',
+             "action": "block"},
+            {"id": "admin", "expression": 'starts_with(http.request.uri.path, "/admin")',
+             "action": "block"}]}]
+        self.start_parapet(config)
+
+        def get(host, path="/", ua="nikto"):
+            with Client(self.parapet.port("http")) as c:
+                return c.roundtrip("GET", path, host=host, headers=[("User-Agent", ua)])
+        self.assertError(get("demo.local"), 403, "policy.blocked")
+        self.assertStatus(get("other.example"), 200)  # overridden to log
+        self.assertError(get("demo.local", "/admin", "ok"), 403, "policy.blocked")
+        self.assertStatus(get("other.example", "/admin", "ok"), 200)  # disabled
+        with Client(self.parapet.admin_port) as c:
+            c.send(build_request("GET", "/metrics", host="admin"))
+            m = c.response().body.decode()
+        self.assertIn('parapet_rule_matches_total{tenant="other",rule="baseline/scanners",'
+                      'action="log",mode="enforce"} 1', m)
+        self.assertIn('parapet_rule_matches_total{tenant="demo",rule="baseline/scanners",'
+                      'action="block",mode="enforce"} 1', m)
+
+
+class BadRules(ParapetCase):
+
+    def check(self, config):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(to_yaml(config))
+        self.addCleanup(os.unlink, f.name)
+        r = run_parapet(["--check", "-c", f.name])
+        return f.name, r
+
+    def test_bad_rules_refused_with_line_and_column(self):
+        origin = self.start_origin()
+        cases = [
+            ('http.request.urii eq "/"', 'unknown field'),
+            ('http.request.uri.path matches "(a"', "missing )"),
+            ('http.request.uri.path eq 5', "String literal"),
+            ('ip.src in $nosuchlist', "nosuchlist"),
+        ]
+        for expr, reason in cases:
+            with self.subTest(expr=expr):
+                name, r = self.check(config_with(origin, rules=[
+                    {"id": "bad", "expression": expr, "action": "block"}]))
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertRegex(r.stderr,
+                                 rf"{re.escape(name)}:\d+:\d+: rule 'bad': .*{re.escape(reason)}")
+                self.assertRegex(r.stderr, r"\(expression 1:\d+\)")
+        name, r = self.check(config_with(origin, overrides=[{"id": "ghost", "action": "log"}]))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no rule with this id", r.stderr)
+
+    def test_a_bad_rule_on_reload_keeps_the_old_rules(self):
+        origin = self.start_origin()
+        config = config_with(origin, rules=[
+            {"id": "b", "expression": 'http.request.uri.path eq "/b"', "action": "block"}])
+        p = self.start_parapet(config)
+        self.assertEqual(self.get("/b").status, 403)
+        config["tenants"][0]["rules"][0]["expression"] = 'http.nope eq "/b"'
+        p.config_path.write_text(to_yaml(config))
+        with Client(p.admin_port) as c:
+            c.send(build_request("POST", "/reload", host="admin"))
+            resp = c.response()
+        self.assertEqual(resp.status, 400, resp.body)
+        self.assertIn(b"unknown field", resp.body)
+        self.assertEqual(self.get("/b").status, 403)
+
+
+if __name__ == "__main__":
+    unittest.main()
