@@ -16,23 +16,36 @@ namespace parapet::filters {
 namespace detail {
 namespace {
 
-[[noreturn]] void fail(size_t pos, std::string reason) { throw CompileFail{pos, std::move(reason)}; }
+[[noreturn]] void fail(size_t pos, std::string reason) {
+  throw CompileFail{pos, std::move(reason)};
+}
 
 enum class Op { Eq, Ne, Lt, Le, Gt, Ge, Contains, Matches, Wildcard, StrictWildcard, In };
 
 const char* op_name(Op op) {
   switch (op) {
-    case Op::Eq: return "eq";
-    case Op::Ne: return "ne";
-    case Op::Lt: return "lt";
-    case Op::Le: return "le";
-    case Op::Gt: return "gt";
-    case Op::Ge: return "ge";
-    case Op::Contains: return "contains";
-    case Op::Matches: return "matches";
-    case Op::Wildcard: return "wildcard";
-    case Op::StrictWildcard: return "strict wildcard";
-    case Op::In: return "in";
+    case Op::Eq:
+      return "eq";
+    case Op::Ne:
+      return "ne";
+    case Op::Lt:
+      return "lt";
+    case Op::Le:
+      return "le";
+    case Op::Gt:
+      return "gt";
+    case Op::Ge:
+      return "ge";
+    case Op::Contains:
+      return "contains";
+    case Op::Matches:
+      return "matches";
+    case Op::Wildcard:
+      return "wildcard";
+    case Op::StrictWildcard:
+      return "strict wildcard";
+    case Op::In:
+      return "in";
   }
   return "?";
 }
@@ -40,13 +53,20 @@ const char* op_name(Op op) {
 template <typename T>
 bool compare(Op op, const T& a, const T& b) {
   switch (op) {
-    case Op::Eq: return a == b;
-    case Op::Ne: return a != b;
-    case Op::Lt: return a < b;
-    case Op::Le: return a <= b;
-    case Op::Gt: return a > b;
-    case Op::Ge: return a >= b;
-    default: return false;
+    case Op::Eq:
+      return a == b;
+    case Op::Ne:
+      return a != b;
+    case Op::Lt:
+      return a < b;
+    case Op::Le:
+      return a <= b;
+    case Op::Gt:
+      return a > b;
+    case Op::Ge:
+      return a >= b;
+    default:
+      return false;
   }
 }
 
@@ -205,6 +225,7 @@ class ContainsNode : public Predicate {
     Val v = l_->eval(ctx);
     if (v.k != Val::K::Str) return false;
     if (lit_.empty()) return true;
+    if (v.s.size() < lit_.size()) return false;  // also keeps a null data() away from memmem
     return memmem(v.s.data(), v.s.size(), lit_.data(), lit_.size()) != nullptr;
   }
 
@@ -385,8 +406,8 @@ class Parser {
   struct Deeper {
     Deeper(Parser* p, size_t pos) : p_(p) {
       if (++p_->depth_ > p_->opt_.max_depth) {
-        fail(pos, "expression nested deeper than " + std::to_string(p_->opt_.max_depth) +
-                      " levels");
+        fail(pos,
+             "expression nested deeper than " + std::to_string(p_->opt_.max_depth) + " levels");
       }
     }
     ~Deeper() { --p_->depth_; }
@@ -476,8 +497,8 @@ class Parser {
     if (!op) {
       if (lhs.type == Type::Bool) return lhs.literal ? make_literal(lhs) : std::move(lhs.node);
       ws();
-      fail(pos_, std::string("expected a comparison operator after ") + type_name(lhs.type) +
-                     " value");
+      fail(pos_,
+           std::string("expected a comparison operator after ") + type_name(lhs.type) + " value");
     }
     return comparison(std::move(lhs), *op, op_pos);
   }
@@ -486,16 +507,21 @@ class Parser {
     ws();
     *op_pos = pos_;
     static constexpr std::pair<std::string_view, Op> kSyms[] = {
-        {"==", Op::Eq}, {"!=", Op::Ne}, {"<=", Op::Le}, {">=", Op::Ge},
+        {"==", Op::Eq}, {"!=", Op::Ne}, {"<=", Op::Le},    {">=", Op::Ge},
         {"<", Op::Lt},  {">", Op::Gt},  {"~", Op::Matches}};
     for (const auto& [s, op] : kSyms) {
       if (sym(s)) return op;
     }
-    static constexpr std::pair<std::string_view, Op> kWords[] = {
-        {"eq", Op::Eq},          {"ne", Op::Ne},           {"lt", Op::Lt},
-        {"le", Op::Le},          {"gt", Op::Gt},           {"ge", Op::Ge},
-        {"contains", Op::Contains}, {"matches", Op::Matches}, {"wildcard", Op::Wildcard},
-        {"in", Op::In}};
+    static constexpr std::pair<std::string_view, Op> kWords[] = {{"eq", Op::Eq},
+                                                                 {"ne", Op::Ne},
+                                                                 {"lt", Op::Lt},
+                                                                 {"le", Op::Le},
+                                                                 {"gt", Op::Gt},
+                                                                 {"ge", Op::Ge},
+                                                                 {"contains", Op::Contains},
+                                                                 {"matches", Op::Matches},
+                                                                 {"wildcard", Op::Wildcard},
+                                                                 {"in", Op::In}};
     for (const auto& [w, op] : kWords) {
       if (word(w)) return op;
     }
@@ -691,8 +717,8 @@ class Parser {
     if (!f.source) {
       fail(e->pos, std::string(name) + "() needs an array element x[*] in its argument");
     }
-    e->node = std::make_unique<AnyAllNode>(std::move(f.source), f.depth, std::move(body),
-                                           name == "all");
+    e->node =
+        std::make_unique<AnyAllNode>(std::move(f.source), f.depth, std::move(body), name == "all");
     e->type = Type::Bool;
   }
 
@@ -720,7 +746,8 @@ class Parser {
         }
         std::string key = string_lit();
         expect(']');
-        e->node = std::make_unique<MapKeyNode>(std::move(e->node), std::move(key), env_.new_array());
+        e->node =
+            std::make_unique<MapKeyNode>(std::move(e->node), std::move(key), env_.new_array());
         e->type = Type::ArrayString;
       } else if (digit(cur())) {
         if (e->type != Type::ArrayString) {
@@ -774,7 +801,8 @@ class Parser {
         }
         std::string lit = string_lit();
         switch (op) {
-          case Op::Contains: return std::make_unique<ContainsNode>(std::move(l), std::move(lit));
+          case Op::Contains:
+            return std::make_unique<ContainsNode>(std::move(l), std::move(lit));
           case Op::Matches:
             return std::make_unique<RegexNode>(std::move(l), compile_regex(lit, rhs_pos));
           case Op::Wildcard:
@@ -784,7 +812,8 @@ class Parser {
             if (!Wildcard::compile(lit, op == Op::StrictWildcard, &w, &err)) fail(rhs_pos, err);
             return std::make_unique<WildcardNode>(std::move(l), std::move(w));
           }
-          default: return std::make_unique<StrCmpNode>(std::move(l), op, std::move(lit));
+          default:
+            return std::make_unique<StrCmpNode>(std::move(l), op, std::move(lit));
         }
       }
       case Type::Int: {
@@ -805,8 +834,8 @@ class Parser {
           std::sort(ranges.begin(), ranges.end());
           std::vector<std::pair<int64_t, int64_t>> merged;
           for (const auto& r : ranges) {
-            if (!merged.empty() && (merged.back().second == INT64_MAX ||
-                                    r.first <= merged.back().second + 1)) {
+            if (!merged.empty() &&
+                (merged.back().second == INT64_MAX || r.first <= merged.back().second + 1)) {
               merged.back().second = std::max(merged.back().second, r.second);
             } else {
               merged.push_back(r);
@@ -856,7 +885,8 @@ class Parser {
         }
         return std::make_unique<BoolEqNode>(std::move(l), v == (op == Op::Eq));
       }
-      default: undefined();
+      default:
+        undefined();
     }
     return nullptr;  // not reached: undefined() throws
   }

@@ -31,7 +31,7 @@ char* Arena::alloc(size_t n) {
 std::string_view FieldWriter::copy(std::string_view s) {
   if (s.empty()) return {};
   char* p = arena_->alloc(s.size());
-  std::memcpy(p, s.data(), s.size());
+  if (!s.empty()) std::memcpy(p, s.data(), s.size());
   return {p, s.size()};
 }
 

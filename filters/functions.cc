@@ -1,7 +1,6 @@
 // The rules language functions: type checking at compile time and evaluation.
-#include <re2/re2.h>
-
 #include <arpa/inet.h>
+#include <re2/re2.h>
 
 #include <algorithm>
 #include <bitset>
@@ -74,10 +73,14 @@ class LiteralNode : public Node {
   explicit LiteralNode(const Expr& e) : type_(e.type), str_(e.str), num_(e.num), flag_(e.flag) {}
   Val eval(ExecContext&) const override {
     switch (type_) {
-      case Type::String: return Val::str(str_);
-      case Type::Int: return Val::integer(num_);
-      case Type::Bool: return Val::boolean(flag_);
-      default: return Val();
+      case Type::String:
+        return Val::str(str_);
+      case Type::Int:
+        return Val::integer(num_);
+      case Type::Bool:
+        return Val::boolean(flag_);
+      default:
+        return Val();
     }
   }
 
@@ -231,14 +234,30 @@ bool json_unescape(std::string_view raw, std::string& out) {
     }
     if (++i >= raw.size()) return false;
     switch (raw[i]) {
-      case '"': out.push_back('"'); break;
-      case '\\': out.push_back('\\'); break;
-      case '/': out.push_back('/'); break;
-      case 'b': out.push_back('\b'); break;
-      case 'f': out.push_back('\f'); break;
-      case 'n': out.push_back('\n'); break;
-      case 'r': out.push_back('\r'); break;
-      case 't': out.push_back('\t'); break;
+      case '"':
+        out.push_back('"');
+        break;
+      case '\\':
+        out.push_back('\\');
+        break;
+      case '/':
+        out.push_back('/');
+        break;
+      case 'b':
+        out.push_back('\b');
+        break;
+      case 'f':
+        out.push_back('\f');
+        break;
+      case 'n':
+        out.push_back('\n');
+        break;
+      case 'r':
+        out.push_back('\r');
+        break;
+      case 't':
+        out.push_back('\t');
+        break;
       case 'u': {
         auto read4 = [&](size_t at, uint32_t* v) {
           if (at + 4 > raw.size()) return false;
@@ -264,7 +283,8 @@ bool json_unescape(std::string_view raw, std::string& out) {
         append_utf8(cp, out);
         break;
       }
-      default: return false;
+      default:
+        return false;
     }
   }
   return true;
@@ -350,10 +370,10 @@ class FuncNode : public Node {
   Fn fn;
   std::vector<NodePtr> args;
   uint32_t s1 = 0, s2 = 0, a1 = 0;  // scratch slots
-  std::string lit;                   // remove_bytes set, re2 rewrite
+  std::string lit;                  // remove_bytes set, re2 rewrite
   std::bitset<256> bytes;
-  bool flag = false;                 // url_decode 'r'
-  bool flag2 = false;                // url_decode 'u'
+  bool flag = false;   // url_decode 'r'
+  bool flag2 = false;  // url_decode 'u'
   int64_t n1 = 0, n2 = 0;
   std::shared_ptr<const re2::RE2> re;
   Wildcard wc;
@@ -484,8 +504,11 @@ Val FuncNode::eval(ExecContext& ctx) const {
       std::string& out = ctx.scratch_string(s1);
       out.clear();
       switch (a.k) {
-        case Val::K::Str: return a;
-        case Val::K::Bool: out.assign(a.b ? "true" : "false"); break;
+        case Val::K::Str:
+          return a;
+        case Val::K::Bool:
+          out.assign(a.b ? "true" : "false");
+          break;
         case Val::K::Int: {
           char buf[24];
           int n = std::snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(a.i));
@@ -498,7 +521,8 @@ Val FuncNode::eval(ExecContext& ctx) const {
           out.assign(buf);
           break;
         }
-        default: return Val();
+        default:
+          return Val();
       }
       return Val::str(out);
     }
@@ -534,7 +558,9 @@ Val FuncNode::eval(ExecContext& ctx) const {
   return Val();
 }
 
-[[noreturn]] void fail(size_t pos, std::string reason) { throw CompileFail{pos, std::move(reason)}; }
+[[noreturn]] void fail(size_t pos, std::string reason) {
+  throw CompileFail{pos, std::move(reason)};
+}
 
 std::string fn_ref(std::string_view name) { return std::string(name) + "()"; }
 
@@ -584,11 +610,11 @@ NodePtr make_call(std::string_view name, size_t name_pos, std::vector<Expr>& arg
   }
   int n = static_cast<int>(args.size());
   if (n < info->min_args || (info->max_args >= 0 && n > info->max_args)) {
-    std::string want = info->max_args < 0 ? "at least " + std::to_string(info->min_args)
-                       : info->min_args == info->max_args
-                           ? std::to_string(info->min_args)
-                           : std::to_string(info->min_args) + " to " +
-                                 std::to_string(info->max_args);
+    std::string want =
+        info->max_args < 0 ? "at least " + std::to_string(info->min_args)
+        : info->min_args == info->max_args
+            ? std::to_string(info->min_args)
+            : std::to_string(info->min_args) + " to " + std::to_string(info->max_args);
     fail(name_pos, "function " + fn_ref(name) + " takes " + want + " argument" +
                        (want == "1" ? "" : "s") + ", got " + std::to_string(n));
   }
@@ -632,8 +658,8 @@ NodePtr make_call(std::string_view name, size_t name_pos, std::vector<Expr>& arg
           } else if (c == 'u') {
             f->flag2 = true;
           } else {
-            fail(args[1].pos, "url_decode() options are \"r\" and \"u\", found \"" +
-                                  std::string(1, c) + "\"");
+            fail(args[1].pos,
+                 "url_decode() options are \"r\" and \"u\", found \"" + std::string(1, c) + "\"");
           }
         }
         args.pop_back();
@@ -739,8 +765,8 @@ NodePtr make_call(std::string_view name, size_t name_pos, std::vector<Expr>& arg
       bool strict = false;
       if (args.size() > 3) {
         if (args[3].str != "s" && !args[3].str.empty()) {
-          fail(args[3].pos, "wildcard_replace() flags are \"s\" (strict), found \"" +
-                                args[3].str + "\"");
+          fail(args[3].pos,
+               "wildcard_replace() flags are \"s\" (strict), found \"" + args[3].str + "\"");
         }
         strict = args[3].str == "s";
       }

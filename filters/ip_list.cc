@@ -15,8 +15,8 @@ void merge(std::vector<std::pair<T, T>>& v) {
   std::sort(v.begin(), v.end());
   size_t out = 0;
   for (size_t i = 0; i < v.size(); ++i) {
-    if (out > 0 && (v[out - 1].second == static_cast<T>(~T{0}) ||
-                    v[i].first <= v[out - 1].second + 1)) {
+    if (out > 0 &&
+        (v[out - 1].second == static_cast<T>(~T{0}) || v[i].first <= v[out - 1].second + 1)) {
       v[out - 1].second = std::max(v[out - 1].second, v[i].second);
     } else {
       v[out++] = v[i];

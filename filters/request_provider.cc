@@ -42,10 +42,10 @@ std::string_view header_value(std::span<const HeaderPair> hs, std::string_view n
   for (const HeaderPair& h : hs) {
     if (!iequals(h.first, name)) continue;
     if (n) {
-      std::memcpy(p + n, sep.data(), sep.size());
+      if (!sep.empty()) std::memcpy(p + n, sep.data(), sep.size());
       n += sep.size();
     }
-    std::memcpy(p + n, h.second.data(), h.second.size());
+    if (!h.second.empty()) std::memcpy(p + n, h.second.data(), h.second.size());
     n += h.second.size();
   }
   return {p, n};
@@ -103,8 +103,12 @@ bool RequestFieldProvider::fetch(Field field, FieldWriter& out) {
   if (req_ == nullptr) return false;
   const RequestView& r = *req_;
   switch (field) {
-    case Field::HttpHost: out.set_string(r.host); return true;
-    case Field::HttpRequestMethod: out.set_string(r.method); return true;
+    case Field::HttpHost:
+      out.set_string(r.host);
+      return true;
+    case Field::HttpRequestMethod:
+      out.set_string(r.method);
+      return true;
     case Field::HttpRequestUri: {
       std::string_view path = norm_path(r, out);
       std::string_view q = raw_query(r);
@@ -113,13 +117,15 @@ bool RequestFieldProvider::fetch(Field field, FieldWriter& out) {
         return true;
       }
       char* p = out.alloc(path.size() + 1 + q.size());
-      std::memcpy(p, path.data(), path.size());
+      if (!path.empty()) std::memcpy(p, path.data(), path.size());
       p[path.size()] = '?';
-      std::memcpy(p + path.size() + 1, q.data(), q.size());
+      if (!q.empty()) std::memcpy(p + path.size() + 1, q.data(), q.size());
       out.set_string({p, path.size() + 1 + q.size()});
       return true;
     }
-    case Field::HttpRequestUriPath: out.set_string(norm_path(r, out)); return true;
+    case Field::HttpRequestUriPath:
+      out.set_string(norm_path(r, out));
+      return true;
     case Field::HttpRequestUriPathExtension: {
       std::string_view path = norm_path(r, out);
       std::string_view last = path.substr(path.rfind('/') + 1);
@@ -128,7 +134,9 @@ bool RequestFieldProvider::fetch(Field field, FieldWriter& out) {
                                                    : lowered(last.substr(dot + 1), out));
       return true;
     }
-    case Field::HttpRequestUriQuery: out.set_string(raw_query(r)); return true;
+    case Field::HttpRequestUriQuery:
+      out.set_string(raw_query(r));
+      return true;
     case Field::HttpRequestUriArgs:
     case Field::HttpRequestUriArgsNames:
     case Field::HttpRequestUriArgsValues: {
@@ -140,8 +148,8 @@ bool RequestFieldProvider::fetch(Field field, FieldWriter& out) {
         if (kv.empty()) continue;
         size_t eq = kv.find('=');
         std::string_view k = decoded(kv.substr(0, eq), true, out);
-        std::string_view v =
-            eq == std::string_view::npos ? std::string_view() : decoded(kv.substr(eq + 1), true, out);
+        std::string_view v = eq == std::string_view::npos ? std::string_view()
+                                                          : decoded(kv.substr(eq + 1), true, out);
         if (field == Field::HttpRequestUriArgs) out.add_entry(k, v);
         if (field == Field::HttpRequestUriArgsNames) out.add_string(k);
         if (field == Field::HttpRequestUriArgsValues) out.add_string(v);
@@ -157,12 +165,12 @@ bool RequestFieldProvider::fetch(Field field, FieldWriter& out) {
       char* p = out.alloc(n);
       size_t o = 0;
       for (std::string_view part : {scheme, r.host, path}) {
-        std::memcpy(p + o, part.data(), part.size());
+        if (!part.empty()) std::memcpy(p + o, part.data(), part.size());
         o += part.size();
       }
       if (has_q) {
         p[o++] = '?';
-        std::memcpy(p + o, q.data(), q.size());
+        if (!q.empty()) std::memcpy(p + o, q.data(), q.size());
       }
       out.set_string({p, n});
       return true;
@@ -199,38 +207,57 @@ bool RequestFieldProvider::fetch(Field field, FieldWriter& out) {
           if (kv.empty()) continue;
           size_t eq = kv.find('=');
           std::string_view k = trim(kv.substr(0, eq));
-          std::string_view v = eq == std::string_view::npos ? std::string_view()
-                                                            : trim(kv.substr(eq + 1));
+          std::string_view v =
+              eq == std::string_view::npos ? std::string_view() : trim(kv.substr(eq + 1));
           if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
           out.add_entry(k, decoded(v, false, out));
         }
       }
       return true;
     }
-    case Field::HttpCookie: out.set_string(header_value(r.headers, "cookie", "; ", out)); return true;
+    case Field::HttpCookie:
+      out.set_string(header_value(r.headers, "cookie", "; ", out));
+      return true;
     case Field::HttpUserAgent:
       out.set_string(header_value(r.headers, "user-agent", ", ", out));
       return true;
-    case Field::HttpReferer: out.set_string(header_value(r.headers, "referer", ", ", out)); return true;
+    case Field::HttpReferer:
+      out.set_string(header_value(r.headers, "referer", ", ", out));
+      return true;
     case Field::HttpXForwardedFor:
       out.set_string(header_value(r.headers, "x-forwarded-for", ", ", out));
       return true;
-    case Field::HttpRequestVersion: out.set_string(r.version); return true;
-    case Field::HttpRequestTimestampSec: out.set_int(r.timestamp_sec); return true;
+    case Field::HttpRequestVersion:
+      out.set_string(r.version);
+      return true;
+    case Field::HttpRequestTimestampSec:
+      out.set_int(r.timestamp_sec);
+      return true;
     case Field::IpSrc:
       if (!r.has_src) return false;
       out.set_ip(r.src);
       return true;
-    case Field::Ssl: out.set_bool(r.tls); return true;
-    case Field::RawHttpRequestUri: out.set_string(r.target); return true;
-    case Field::RawHttpRequestUriPath: out.set_string(raw_path(r)); return true;
-    case Field::RawHttpRequestUriQuery: out.set_string(raw_query(r)); return true;
+    case Field::Ssl:
+      out.set_bool(r.tls);
+      return true;
+    case Field::RawHttpRequestUri:
+      out.set_string(r.target);
+      return true;
+    case Field::RawHttpRequestUriPath:
+      out.set_string(raw_path(r));
+      return true;
+    case Field::RawHttpRequestUriQuery:
+      out.set_string(raw_query(r));
+      return true;
     case Field::HttpResponseCode:
       if (r.response_code == 0) return false;
       out.set_int(r.response_code);
       return true;
-    case Field::ParapetTenant: out.set_string(r.tenant); return true;
-    case Field::kCount: return false;
+    case Field::ParapetTenant:
+      out.set_string(r.tenant);
+      return true;
+    case Field::kCount:
+      return false;
   }
   return false;
 }

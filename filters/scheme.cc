@@ -44,12 +44,18 @@ constexpr FieldInfo kFields[kFieldCount] = {
 
 const char* type_name(Type t) {
   switch (t) {
-    case Type::Bool: return "Bool";
-    case Type::Int: return "Int";
-    case Type::String: return "String";
-    case Type::Ip: return "IP";
-    case Type::ArrayString: return "Array<String>";
-    case Type::MapString: return "Map<Array<String>>";
+    case Type::Bool:
+      return "Bool";
+    case Type::Int:
+      return "Int";
+    case Type::String:
+      return "String";
+    case Type::Ip:
+      return "IP";
+    case Type::ArrayString:
+      return "Array<String>";
+    case Type::MapString:
+      return "Map<Array<String>>";
   }
   return "?";
 }
@@ -66,7 +72,7 @@ std::optional<Field> find_field(std::string_view name) {
 bool IpAddr::parse(std::string_view text, IpAddr* out) {
   if (text.empty() || text.size() > 45) return false;
   char buf[64];
-  std::memcpy(buf, text.data(), text.size());
+  if (!text.empty()) std::memcpy(buf, text.data(), text.size());
   buf[text.size()] = '\0';
   IpAddr a;
   if (text.find(':') == std::string_view::npos) {

@@ -189,3 +189,26 @@ TEST(FilterThreadTest, ConcurrentEvaluationSharesCompiledRules) {
 
 }  // namespace
 }  // namespace parapet::filters
+
+namespace parapet::filters {
+namespace {
+
+// Regression: a single-header field of an absent header is an empty string whose data() is
+// null; `contains` passed it to memmem (UBSan: null argument declared nonnull).
+TEST(FilterRegressionTest, ContainsOnAnAbsentHeaderIsFalse) {
+  RequestView view;
+  view.method = "GET";
+  view.target = "/";
+  RequestFieldProvider provider(&view);
+  ExecContext ctx(&provider);
+  Compiled<Filter> f = compile_filter(R"(http.user_agent contains "sqlmap")");
+  ASSERT_TRUE(f.ok()) << f.error.to_string();
+  EXPECT_FALSE(f.value->matches(ctx));
+  Compiled<Filter> empty = compile_filter(R"(http.referer contains "")");
+  ASSERT_TRUE(empty.ok());
+  ctx.reset(&provider);
+  EXPECT_TRUE(empty.value->matches(ctx));
+}
+
+}  // namespace
+}  // namespace parapet::filters
