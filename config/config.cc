@@ -659,7 +659,8 @@ class Loader {
         {"redirect", RuleConfig::Action::Redirect},
         {"rewrite", RuleConfig::Action::Rewrite},
         {"set_cache_settings", RuleConfig::Action::SetCacheSettings},
-        {"rate_limit", RuleConfig::Action::RateLimit}};
+        {"rate_limit", RuleConfig::Action::RateLimit},
+        {"challenge", RuleConfig::Action::Challenge}};
     for (const auto& [name, action] : kActions) {
       if (s == name) {
         *a = action;
@@ -772,7 +773,7 @@ class Loader {
       if (!parse_action(action, &r.action)) {
         error(n["action"], "unknown action '" + action +
                                "' (block, allow, skip, log, redirect, rewrite, "
-                               "set_cache_settings, rate_limit)");
+                               "set_cache_settings, rate_limit, challenge)");
         continue;
       }
       YAML::Node ap = n["action_parameters"];
@@ -922,6 +923,15 @@ class Loader {
           r->cache_bypass = !on;
         }
         if (ap && ap["edge_ttl"]) seconds(ap["edge_ttl"], "edge_ttl", &r->cache_ttl_s);
+        return;
+      case A::Challenge:
+        if (!keys({"ttl"})) return;
+        if (ap && ap["ttl"]) {
+          int64_t s = 0;
+          seconds(ap["ttl"], "challenge ttl", &s);
+          if (s < 60 || s > 7 * 86400) error(ap["ttl"], "challenge ttl must be between 1m and 7d");
+          r->challenge_ttl_s = static_cast<uint32_t>(s);
+        }
         return;
       case A::RateLimit:
         if (!keys({"characteristics", "period", "requests_per_period", "mitigation_timeout"})) {

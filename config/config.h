@@ -107,7 +107,17 @@ struct HeaderRewrite {
 // One rule of the rules language (filters/): {id, expression, action, action_parameters,
 // enabled, description}, in a shared policy or a tenant's own list.
 struct RuleConfig {
-  enum class Action { Block, Allow, Skip, Log, Redirect, Rewrite, SetCacheSettings, RateLimit };
+  enum class Action {
+    Block,
+    Allow,
+    Skip,
+    Log,
+    Redirect,
+    Rewrite,
+    SetCacheSettings,
+    RateLimit,
+    Challenge
+  };
   std::string id;
   std::string expression;
   int line = 0, column = 0;  // of the expression scalar (its first character)
@@ -140,6 +150,8 @@ struct RuleConfig {
   uint32_t period_s = 60;
   uint32_t requests_per_period = 0;
   uint32_t mitigation_timeout_s = 0;  // 0: blocked for the rest of the period only
+  // challenge
+  uint32_t challenge_ttl_s = 1800;  // how long a passed challenge lets the client through
   std::string where;  // "file:line:col" of the rule
 };
 

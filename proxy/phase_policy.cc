@@ -1,8 +1,13 @@
 #include "proxy/phase_policy.h"
 
 #include <arpa/inet.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <ctime>
 
@@ -88,6 +93,8 @@ void apply_header_rewrites(const CompiledRule& r,
     add->emplace_back(h.name, std::move(value));
   }
 }
+
+Flow challenge(Exchange* ex, const CompiledRule& r);
 
 // Applies one matched rule of the request phase. Returns Respond when it answered, and sets
 // *stop when the rest of the phase is skipped.
@@ -182,8 +189,104 @@ Flow apply_request(Exchange* ex, ExchangePolicy& p, const CompiledRule& r, const
       c->reply(429, "policy.rate_limited", false, retry);
       return Flow::Respond;
     }
+    case Action::Challenge:
+      return challenge(ex, r);
   }
   return Flow::Continue;
+}
+
+// ---- challenge ----
+// A passed challenge is a cookie "<expiry>.<hex HMAC-SHA256(key, tenant|ip|expiry)>": bound to
+// the tenant and the client address, time-limited, unforgeable without the process key. The
+// page sets it from a script (a client that runs no JavaScript does not pass), then reloads.
+
+constexpr std::string_view kChallengeCookie = "__parapet_challenge";
+
+const unsigned char* challenge_key() {
+  static const auto key = [] {
+    std::array<unsigned char, 32> k{};
+    RAND_bytes(k.data(), static_cast<int>(k.size()));
+    return k;
+  }();
+  return key.data();
+}
+
+std::string challenge_mac(std::string_view tenant, std::string_view ip, int64_t expiry) {
+  std::string msg(tenant);
+  msg += '|';
+  msg += ip;
+  msg += '|';
+  msg += std::to_string(expiry);
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), challenge_key(), 32, reinterpret_cast<const unsigned char*>(msg.data()),
+       msg.size(), mac, &len);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out += kHex[mac[i] >> 4];
+    out += kHex[mac[i] & 15];
+  }
+  return out;
+}
+
+// The value of our cookie in the request's Cookie headers, if any.
+std::string_view challenge_cookie(const MessageHead& r) {
+  for (const HeaderSpan& h : r.headers) {
+    std::string_view name = r.name(h);
+    if (name.size() != 6 || lower(name) != "cookie") continue;
+    std::string_view v = r.value(h);
+    while (!v.empty()) {
+      size_t semi = v.find(';');
+      std::string_view kv = v.substr(0, semi);
+      v = semi == std::string_view::npos ? std::string_view() : v.substr(semi + 1);
+      while (!kv.empty() && kv.front() == ' ') kv.remove_prefix(1);
+      if (kv.size() > kChallengeCookie.size() &&
+          kv.substr(0, kChallengeCookie.size()) == kChallengeCookie &&
+          kv[kChallengeCookie.size()] == '=') {
+        return kv.substr(kChallengeCookie.size() + 1);
+      }
+    }
+  }
+  return {};
+}
+
+bool challenge_passed(Exchange* ex, std::string_view tenant, std::string_view ip) {
+  std::string_view v = challenge_cookie(ex->req);
+  size_t dot = v.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot > 12) return false;
+  int64_t expiry = 0;
+  for (char ch : v.substr(0, dot)) {
+    if (ch < '0' || ch > '9') return false;
+    expiry = expiry * 10 + (ch - '0');
+  }
+  if (expiry < static_cast<int64_t>(std::time(nullptr))) return false;  // expired
+  std::string want = challenge_mac(tenant, ip, expiry);
+  std::string_view got = v.substr(dot + 1);
+  return got.size() == want.size() && CRYPTO_memcmp(got.data(), want.data(), want.size()) == 0;
+}
+
+Flow challenge(Exchange* ex, const CompiledRule& r) {
+  const std::string& tenant = ex->snap->cfg().tenants[ex->tenant].name;
+  char ip[64];
+  ex->format_peer(ip, sizeof ip);
+  if (challenge_passed(ex, tenant, ip)) return Flow::Continue;
+  const uint32_t ttl = r.cfg->challenge_ttl_s;
+  const int64_t expiry = static_cast<int64_t>(std::time(nullptr)) + ttl;
+  const std::string value = std::to_string(expiry) + "." + challenge_mac(tenant, ip, expiry);
+  std::string page =
+      "<!doctype html><html><head><meta charset=\"utf-8\"><title>Checking your browser"
+      "</title><meta name=\"robots\" content=\"noindex\"></head><body>"
+      "<p>Checking your browser before you continue.</p>"
+      "<noscript><p>Please enable JavaScript and reload.</p></noscript><script>"
+      "document.cookie=\"";
+  page += kChallengeCookie;
+  page += "=" + value + "; path=/; max-age=" + std::to_string(ttl) + "; SameSite=Lax";
+  if (ex->client->tls() != nullptr) page += "; Secure";
+  page += "\";location.reload();</script></body></html>\n";
+  ex->client->reply_with(403, "policy.challenge", false, "Cache-Control: no-store\r\n",
+                         "text/html; charset=utf-8", page);
+  return Flow::Respond;
 }
 
 bool listed(const std::vector<std::string>& names, std::string_view name) {
@@ -231,6 +334,8 @@ const char* action_name(Action a) {
       return "set_cache_settings";
     case Action::RateLimit:
       return "rate_limit";
+    case Action::Challenge:
+      return "challenge";
   }
   return "?";
 }

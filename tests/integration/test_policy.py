@@ -185,6 +185,34 @@ class RequestActions(PolicyCase):
         self.assertError(self.req("/private"), 403, "policy.blocked")
 
 
+class Challenge(PolicyCase):
+
+    def test_challenge_page_then_cookie_passes_forged_and_expired_do_not(self):
+        self.start(rules=[{"id": "ch", "expression": 'starts_with(http.request.uri.path, "/app")',
+                           "action": "challenge", "action_parameters": {"ttl": "10m"}}])
+        r = self.req("/app")
+        self.assertEqual(r.status, 403)
+        self.assertTrue(r.header("Content-Type").startswith("text/html"))
+        self.assertEqual(r.header("Cache-Control"), "no-store")
+        m = re.search(rb'document.cookie="__parapet_challenge=(\d+)\.([0-9a-f]{64});', r.body)
+        self.assertIsNotNone(m, r.body)
+        expiry, mac = int(m.group(1)), m.group(2).decode()
+        self.assertTrue(590 <= expiry - time.time() <= 601)
+        self.assertEqual(self.origin.request_count, 0)
+        good = f"__parapet_challenge={expiry}.{mac}"
+        self.assertStatus(self.req("/app", headers=[("Cookie", "a=b; " + good)]), 200)
+        self.assertEqual(self.origin.request_count, 1)
+        forged_mac = ("0" if mac[0] != "0" else "1") + mac[1:]
+        for bad in (f"__parapet_challenge={expiry}.{forged_mac}",   # forged MAC
+                    f"__parapet_challenge={expiry + 60}.{mac}",     # another expiry
+                    f"__parapet_challenge=1000.{mac}",              # expired
+                    "__parapet_challenge=garbage"):
+            with self.subTest(cookie=bad):
+                self.assertEqual(self.req("/app", headers=[("Cookie", bad)]).status, 403)
+        self.assertEqual(self.origin.request_count, 1)
+        self.assertStatus(self.req("/other"), 200)  # the rule does not apply there
+
+
 class ResponsePhase(PolicyCase):
 
     def test_response_header_rewrite(self):
