@@ -158,6 +158,16 @@ bool key_block(bool sha384, const uint8_t* master, size_t master_len, const uint
   return true;
 }
 
+// The additional data of a TLS 1.2 record (RFC 5246 6.2.3.3): seq, type, version, length.
+void aad12(uint8_t aad[13], uint64_t seq, uint8_t type, size_t len) {
+  put_u64(aad, seq);
+  aad[8] = type;
+  aad[9] = 3;
+  aad[10] = 3;
+  aad[11] = static_cast<uint8_t>(len >> 8);
+  aad[12] = static_cast<uint8_t>(len);
+}
+
 int hex(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -309,12 +319,7 @@ size_t TlsRecords::seal_record(uint8_t type, const iovec* pieces, size_t n, size
     std::memcpy(aad, o, 5);
     aad_len = 5;
   } else {
-    put_u64(aad, wr_.seq);
-    aad[8] = type;
-    aad[9] = 3;
-    aad[10] = 3;
-    aad[11] = static_cast<uint8_t>(plen >> 8);
-    aad[12] = static_cast<uint8_t>(plen);
+    aad12(aad, wr_.seq, type, plen);
     aad_len = 13;
   }
   EVP_CIPHER_CTX* ctx = t_seal.ctx;
@@ -402,12 +407,7 @@ TlsRecords::Status TlsRecords::open_record(char* rec, size_t len, PlainFn fn, vo
       ct = body + 8;
       clen = blen - 8 - kTag;
     }
-    put_u64(aad, rd_.seq);
-    aad[8] = r[0];
-    aad[9] = 3;
-    aad[10] = 3;
-    aad[11] = static_cast<uint8_t>(clen >> 8);
-    aad[12] = static_cast<uint8_t>(clen);
+    aad12(aad, rd_.seq, r[0], clen);
     aad_len = 13;
   }
   EVP_CIPHER_CTX* c = t_open.ctx;
