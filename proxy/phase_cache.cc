@@ -104,6 +104,8 @@ void serve_body(ExchangeCache* ec) {
 void finish_serving(ExchangeCache* ec) {
   Exchange* ex = ec->ex;
   ec->mode = ExchangeCache::Mode::Pass;
+  ec->served = true;
+  if (ec->background && !ec->origin_done) return;  // the refresh ends the exchange
   ex->resp_done = true;
   if (ex->in_head_phase) return;                    // consume() ends the exchange
   if (ex->req_done) ex->client->finish_exchange();  // frees ex (and ec)
@@ -337,6 +339,24 @@ Flow phase_cache(Exchange* ex) {
     case cache::Store::Lookup::Kind::Hit: {
       ec->entry = std::move(r.entry);
       cache::Decision d = cache::decide(ec->entry->meta(), ec->req_cc, *ec->policy, now);
+      if (d.verdict == cache::Verdict::StaleWhileRevalidate &&
+          ec->entry->state() == cache::Entry::State::Complete) {
+        // Answer now from the stale entry; refresh it once (a refresh already in flight for
+        // this key makes this one a plain stale hit).
+        store->note_stale(ec->key);
+        ec->status.hit = true;
+        ec->status.detail = "stale-while-revalidate";
+        if (method == HTTP_GET) {
+          cache::Store::Lookup rv = store->revalidate(ec->key, nullptr);
+          if (rv.kind == cache::Store::Lookup::Kind::Miss) {
+            ec->fill = std::move(rv.fill);
+            ec->background = true;
+            ec->swallow = true;
+          }
+        }
+        start_serving(ec, d, false);
+        return ec->background ? Flow::Continue : Flow::Respond;
+      }
       if (d.verdict == cache::Verdict::Fresh || d.verdict == cache::Verdict::StaleAcceptable) {
         if (d.verdict == cache::Verdict::StaleAcceptable) store->note_stale(ec->key);
         ec->status.hit = true;
@@ -389,7 +409,7 @@ bool cache_drops_request_header(const Exchange* ex, std::string_view name) {
   // A fill needs the whole response (a 206 is never stored): Range is answered from the
   // stored object. A revalidation sends our validators instead of the client's.
   if (cache::ieq(name, "range") || cache::ieq(name, "if-range")) return true;
-  if (ec->mode == ExchangeCache::Mode::Revalidate) {
+  if (ec->mode == ExchangeCache::Mode::Revalidate || ec->background) {
     return cache::ieq(name, "if-none-match") || cache::ieq(name, "if-modified-since");
   }
   return false;
@@ -397,7 +417,10 @@ bool cache_drops_request_header(const Exchange* ex, std::string_view name) {
 
 void cache_add_request_headers(const Exchange* ex, std::string& head) {
   const ExchangeCache* ec = ex->cache.get();
-  if (ec == nullptr || ec->mode != ExchangeCache::Mode::Revalidate || !ec->entry) return;
+  if (ec == nullptr || !ec->entry ||
+      (ec->mode != ExchangeCache::Mode::Revalidate && !ec->background)) {
+    return;
+  }
   for (const auto& [name, value] : cache::revalidation_fields(ec->entry->headers())) {
     append_field(head, name, value);
   }
@@ -410,7 +433,23 @@ void cache_on_response_head(Exchange* ex) {
   ec->resp_fields.clear();
   cache::fields_of(ex->resp, &ec->resp_fields);
   const int64_t now = now_s();
-  if (ec->mode == ExchangeCache::Mode::Revalidate && ec->entry) {
+  if (ec->background) {
+    // A refresh behind a stale answer: nothing of it reaches the client.
+    ec->status.fwd_status = st;
+    if (st == 304 && cache::can_freshen(ec->entry->headers(), ec->resp_fields)) {
+      cache::MergedFields merged;
+      cache::merge_304(ec->entry->headers(), ec->resp_fields, &merged);
+      cache::EntryMeta meta =
+          cache::make_meta(ec->entry->status(), merged.fields, ec->request_time, now, *ec->policy);
+      ec->fill->begin_revalidated(*ec->entry, merged.fields, meta, ec->req_fields);
+      ec->fill.reset();
+      return;
+    }
+    if (st >= 500) {
+      ec->fill.reset();  // keep the stale entry
+      return;
+    }
+  } else if (ec->mode == ExchangeCache::Mode::Revalidate && ec->entry) {
     ec->status.fwd_status = st;
     if (st == 304 && cache::can_freshen(ec->entry->headers(), ec->resp_fields)) {
       cache::MergedFields merged;
@@ -486,6 +525,12 @@ bool cache_on_upstream_failure(Exchange* ex) {
 
 bool cache_take_over(Exchange* ex) {
   ExchangeCache* ec = ex->cache.get();
+  if (ec->background) {
+    ec->origin_done = true;
+    if (ec->served) return false;  // both parts done: the exchange ends
+    ex->resp_done = false;         // the stale answer is still being written
+    return true;
+  }
   if (!ec->serve_after_origin || !ec->entry) return false;
   ec->serve_after_origin = false;
   ec->swallow = false;
@@ -522,6 +567,19 @@ bool cache_resume(Exchange* ex) {
     default:
       return false;
   }
+}
+
+bool cache_background_failed(Exchange* ex) {
+  ExchangeCache* ec = ex->cache.get();
+  if (ec == nullptr || !ec->background || ec->origin_done) return false;
+  ec->fill.reset();  // the stale entry stays
+  ec->origin_done = true;
+  if (ec->served) {
+    ex->resp_done = true;
+    ex->client->out.flush();
+    if (ex->req_done) ex->client->finish_exchange();
+  }
+  return true;
 }
 
 void cache_wait_timeout(Exchange* ex) {

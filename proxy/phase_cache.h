@@ -67,6 +67,12 @@ struct ExchangeCache final : cache::FillObserver {
   bool serve_after_origin = false;  // a 304 or a failure was swallowed: answer from `entry`
   bool swallow = false;             // the origin's response is not relayed
   bool stale_if_error = false;      // `entry` may answer if the origin fails
+  // stale-while-revalidate: the client is answered from `entry` at once while this exchange
+  // revalidates it; the exchange ends when both parts are done (the connection's next request
+  // waits for the refresh, the client already has its whole answer).
+  bool background = false;
+  bool served = false;       // the client's answer is complete
+  bool origin_done = false;  // the refresh is over (stored, refreshed, or failed)
   int64_t request_time = 0;
   cache::CacheStatus status;
   std::string status_value;  // Cache-Status, kept while the head refers to it
@@ -93,6 +99,9 @@ bool cache_take_over(Exchange* ex);
 // The client's outbox drained, or the awaited/served entry progressed (worker wake-up):
 // true when the cache is answering this exchange (it handled the event).
 bool cache_resume(Exchange* ex);
+// The origin failed during a background refresh (stale-while-revalidate): true if the cache
+// handles it (the client was answered already; the exchange just ends).
+bool cache_background_failed(Exchange* ex);
 // The bounded wait for another exchange's fill ran out.
 void cache_wait_timeout(Exchange* ex);
 

@@ -392,10 +392,12 @@ bool attach_origin(Exchange* ex) {
 
 Flow phase_upstream(Exchange* ex) {
   if (!build_forward_head(ex)) {
+    if (ex->cache && cache_background_failed(ex)) return Flow::Respond;  // answered already
     ex->client->reply(400, "http.too_many_connection_tokens", true);
     return Flow::Respond;
   }
   if (!attach_origin(ex)) {
+    if (ex->cache && cache_background_failed(ex)) return Flow::Respond;
     ex->client->reply(503, "upstream.unavailable", false);
     return Flow::Respond;
   }
@@ -437,6 +439,7 @@ void upstream_failed(Exchange* ex, OriginConn* oc, const char* reason, int statu
       }
     }
   }
+  if (ex->cache && cache_background_failed(ex)) return;  // stale-while-revalidate refresh
   if (ex->resp_started) {
     c->close_now();  // the client got part of a response: it must see it cut
     return;
@@ -761,7 +764,10 @@ void OriginConn::on_bytes(OriginConn* oc, const char* data, ssize_t nread) {
               static_cast<int>(ex->request_id.size()), ex->request_id.data(),
               oc->pool->addr.text.c_str(), oc->parser.llhttp_reason());
     oc->reusable = false;
-    if (ex->resp_started) {
+    if (ex->cache && ex->cache->background) {
+      oc->close();
+      cache_background_failed(ex);
+    } else if (ex->resp_started) {
       c->out.flush();
       oc->close();
       c->close_now();
@@ -949,8 +955,8 @@ int OriginConn::on_head() {
 
 void OriginConn::on_body(const char* p, size_t n) {
   if (ex->cache) {
+    cache_on_body(ex, p, n);  // a swallowed response feeds no fill unless it is a refresh
     if (cache_swallows(ex)) return;
-    cache_on_body(ex, p, n);
   }
   Outbox& o = ex->client->out;
   ex->bytes_out += n;

@@ -243,6 +243,33 @@ class StaleAndCoalescing(CacheCase):
         self.assertStatus(r, 200)
         self.assertEqual(r.body, b"good copy")
 
+    def test_stale_while_revalidate_answers_at_once_and_refreshes_once(self):
+        self.start()
+        n = {"v": 0}
+
+        def handler(req):
+            n["v"] += 1
+            return Reply(200, body=f"v{n['v']}".encode(), delay=0.0 if n["v"] == 1 else 1.0,
+                         headers=[("Cache-Control", "max-age=1, stale-while-revalidate=30")])
+        self.routes.routes["/swr"] = handler
+        self.assertEqual(self.get("/swr").body, b"v1")
+        time.sleep(2.2)
+        # Stale within the window: the stale copy at once (the refresh takes 1 s at the origin).
+        t0 = time.monotonic()
+        r = self.get("/swr")
+        self.assertLess(time.monotonic() - t0, 0.8)
+        self.assertEqual(r.body, b"v1")
+        self.assertIn("stale-while-revalidate", r.header("Cache-Status"))
+        # More requests while the refresh runs: stale answers, no second refresh.
+        for _ in range(3):
+            self.assertEqual(self.get("/swr").body, b"v1")
+        time.sleep(1.5)
+        self.assertEqual(self.hits("/swr"), 2)
+        r = self.get("/swr")
+        self.assertEqual(r.body, b"v2")
+        self.assertRegex(r.header("Cache-Status"), r"^parapet; hit")
+        self.assertEqual(self.hits("/swr"), 2)
+
     def test_without_stale_if_error_the_failure_reaches_the_client(self):
         self.start()
         state = {"fail": False}
