@@ -249,8 +249,10 @@ class StaleAndCoalescing(CacheCase):
 
         def handler(req):
             n["v"] += 1
-            return Reply(200, body=f"v{n['v']}".encode(), delay=0.0 if n["v"] == 1 else 1.0,
-                         headers=[("Cache-Control", "max-age=1, stale-while-revalidate=30")])
+            first = n["v"] == 1  # the refreshed copy stays fresh for the rest of the test
+            return Reply(200, body=f"v{n['v']}".encode(), delay=0.0 if first else 1.0,
+                         headers=[("Cache-Control", "max-age=%d, stale-while-revalidate=30"
+                                   % (1 if first else 60))])
         self.routes.routes["/swr"] = handler
         self.assertEqual(self.get("/swr").body, b"v1")
         time.sleep(2.2)
