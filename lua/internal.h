@@ -93,9 +93,9 @@ RunCtx* current_run(lua_State* L, const char* what);
 int log_values(lua_State* L, int level, int first);
 
 // Library openers (called on the state while building it).
-void open_strlib(lua_State* L);   // replaces string.find/match/gmatch/gsub/rep, table.concat
-void open_ngx(lua_State* L);      // the ngx table, ngx.re, ngx.shared
-void open_cjson(lua_State* L);    // pushes the cjson table
+void open_strlib(lua_State* L);  // replaces string.find/match/gmatch/gsub/rep, table.concat
+void open_ngx(lua_State* L);     // the ngx table, ngx.re, ngx.shared
+void open_cjson(lua_State* L);   // pushes the cjson table
 
 // Helpers shared by the API.
 bool eq_nocase(std::string_view a, std::string_view b);

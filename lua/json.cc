@@ -397,8 +397,8 @@ int json_decode(lua_State* L) {
   const char* s = luaL_checklstring(L, 1, &n);
   Sandbox* sb = sandbox_of(L);
   if (n > sb->limits.json_max_bytes) {
-    return luaL_error(L, "cjson.decode: input too large (%d bytes, limit %d)",
-                      static_cast<int>(n), static_cast<int>(sb->limits.json_max_bytes));
+    return luaL_error(L, "cjson.decode: input too large (%d bytes, limit %d)", static_cast<int>(n),
+                      static_cast<int>(sb->limits.json_max_bytes));
   }
   charge(L, n / 8);
   Parser ps{L, s, s, s + n, sb->limits.json_max_depth};

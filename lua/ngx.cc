@@ -47,8 +47,10 @@ RunCtx* check_handle(lua_State* L, int idx, const char* meta, const char* what) 
   auto* h = static_cast<Handle*>(luaL_checkudata(L, idx, meta));
   Sandbox* sb = sandbox_of(L);
   if (sb->run == nullptr || sb->run->req == nullptr || sb->run->id != h->run_id) {
-    luaL_error(L, "%s was kept after its request's run ended: request handles are valid only "
-               "during the run that obtained them", what);
+    luaL_error(L,
+               "%s was kept after its request's run ended: request handles are valid only "
+               "during the run that obtained them",
+               what);
   }
   return sb->run;
 }
@@ -288,8 +290,8 @@ int ngx_index(lua_State* L) {
     } else if (k == "header") {
       push_handle(L, r, 2, &r->header_handle, kHeaderMeta);
     } else if (k == "status") {
-      lua_pushinteger(L, r->phase == Phase::Access ? r->out->response.status
-                                                   : r->req->response_status());
+      lua_pushinteger(
+          L, r->phase == Phase::Access ? r->out->response.status : r->req->response_status());
     } else {
       sb->push_ctx(L);
     }
@@ -538,10 +540,10 @@ int push_args_table(lua_State* L, std::string_view q, int max) {
       lua_pop(L, 2);
     } else {
       lua_createtable(L, 2, 0);
-      lua_insert(L, -3);            // key, arr, old, new
-      lua_rawseti(L, -3, 2);        // arr[2] = new
-      lua_rawseti(L, -2, 1);        // arr[1] = old
-      lua_rawset(L, -3);            // t[key] = arr
+      lua_insert(L, -3);      // key, arr, old, new
+      lua_rawseti(L, -3, 2);  // arr[2] = new
+      lua_rawseti(L, -2, 1);  // arr[1] = old
+      lua_rawset(L, -3);      // t[key] = arr
     }
   }
   if (truncated) {
@@ -743,7 +745,8 @@ int req_set_uri_args(lua_State* L) {
   return 0;
 }
 
-// --- ngx.re (RE2) ----------------------------------------------------------------------------------
+// --- ngx.re (RE2)
+// ----------------------------------------------------------------------------------
 
 // Compiles (or fetches from the state's cache) regex+options. Returns null and pushes nothing
 // on a compile error, with *err set.
@@ -786,7 +789,8 @@ re2::RE2* get_regex(lua_State* L, std::string_view pattern, std::string_view opt
   o.set_log_errors(false);
   o.set_max_mem(1 << 20);
   o.set_encoding(utf8 ? RE2::Options::EncodingUTF8 : RE2::Options::EncodingLatin1);
-  std::string full = flags.empty() ? std::string(pattern) : "(?" + flags + ")" + std::string(pattern);
+  std::string full =
+      flags.empty() ? std::string(pattern) : "(?" + flags + ")" + std::string(pattern);
   auto re = std::make_unique<re2::RE2>(full, o);
   if (!re->ok()) {
     *err = re->error();
@@ -858,7 +862,8 @@ bool re_exec(lua_State* L, const char* fn, re2::RE2** out_re, std::vector<re2::S
   bool ok = re->Match(re2::StringPiece(subject->data(), subject->size()), pos, subject->size(),
                       anchored ? RE2::ANCHOR_START : RE2::UNANCHORED, m->data(), *groups + 1);
   if (ok && has_ctx) {
-    lua_pushinteger(L, ((*m)[0].data() - subject->data()) + static_cast<lua_Integer>((*m)[0].size()) + 1);
+    lua_pushinteger(
+        L, ((*m)[0].data() - subject->data()) + static_cast<lua_Integer>((*m)[0].size()) + 1);
     lua_setfield(L, 4, "pos");
   }
   return ok;
@@ -947,8 +952,8 @@ int re_subst(lua_State* L, bool global, const char* fn) {
   std::string err;
   re2::RE2* re = get_regex(L, pattern, opts, &anchored, &err);
   if (re == nullptr) {
-    return luaL_error(L, "%s: failed to compile regex \"%s\": %s", fn,
-                      std::string(pattern).c_str(), err.c_str());
+    return luaL_error(L, "%s: failed to compile regex \"%s\": %s", fn, std::string(pattern).c_str(),
+                      err.c_str());
   }
   int groups = re->NumberOfCapturingGroups();
   std::vector<re2::StringPiece> m(static_cast<size_t>(groups) + 1);
@@ -1004,7 +1009,8 @@ int re_subst(lua_State* L, bool global, const char* fn) {
 int re_gsub(lua_State* L) { return re_subst(L, true, "ngx.re.gsub"); }
 int re_sub(lua_State* L) { return re_subst(L, false, "ngx.re.sub"); }
 
-// --- ngx.shared ------------------------------------------------------------------------------------
+// --- ngx.shared
+// ------------------------------------------------------------------------------------
 
 SharedDict* check_dict(lua_State* L) {
   auto* h = static_cast<DictHandle*>(luaL_checkudata(L, 1, kDictMeta));
@@ -1129,9 +1135,9 @@ int dict_incr(lua_State* L) {
     return 3;
   }
   lua_pushnil(L);
-  lua_pushstring(L, r == SharedDict::SetResult::NotFound  ? "not found"
+  lua_pushstring(L, r == SharedDict::SetResult::NotFound ? "not found"
                     : r == SharedDict::SetResult::Exists ? "not a number"
-                                                          : "no memory");
+                                                         : "no memory");
   return 2;
 }
 

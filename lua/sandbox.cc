@@ -347,10 +347,10 @@ int build_env(lua_State* L) {
 
   // Trim: only the documented globals and library members stay reachable.
   lua_pushvalue(L, LUA_GLOBALSINDEX);
-  whitelist(L, {"assert", "error", "ipairs", "pairs", "next", "pcall", "xpcall", "rawequal",
-                "rawget", "rawset", "select", "setmetatable", "getmetatable", "tonumber",
-                "tostring", "type", "unpack", "_G", "_VERSION", "coroutine", "string", "table",
-                "math", "bit"});
+  whitelist(L, {"assert",       "error",     "ipairs",   "pairs",  "next",   "pcall",
+                "xpcall",       "rawequal",  "rawget",   "rawset", "select", "setmetatable",
+                "getmetatable", "tonumber",  "tostring", "type",   "unpack", "_G",
+                "_VERSION",     "coroutine", "string",   "table",  "math",   "bit"});
   set_raw(L, "load", safe_load);
   set_raw(L, "loadstring", safe_load);
   set_raw(L, "print", safe_print);
@@ -360,8 +360,8 @@ int build_env(lua_State* L) {
   whitelist(L, {"create", "resume", "running", "status", "wrap", "yield", "isyieldable"});
   lua_pop(L, 1);
   lua_getfield(L, -1, "string");
-  whitelist(L, {"byte", "char", "find", "format", "gmatch", "gsub", "len", "lower", "match",
-                "rep", "reverse", "sub", "upper"});
+  whitelist(L, {"byte", "char", "find", "format", "gmatch", "gsub", "len", "lower", "match", "rep",
+                "reverse", "sub", "upper"});
   lua_pop(L, 1);
   lua_getfield(L, -1, "table");
   whitelist(L, {"concat", "insert", "maxn", "remove", "sort", "getn"});
@@ -397,7 +397,8 @@ int load_module(lua_State* L) {
   }
   lua_call(L, 0, 1);
   if (!lua_istable(L, -1)) {
-    lua_pushfstring(L, "%s: the script must return a table of phase functions "
+    lua_pushfstring(L,
+                    "%s: the script must return a table of phase functions "
                     "{access = fn, header_filter = fn, log = fn}, got %s",
                     s.name().c_str(), luaL_typename(L, -1));
     lua_error(L);
@@ -580,8 +581,7 @@ void check_cstack(lua_State* L) {
   char probe = 0;
   const char* here = &probe;
   // Stacks grow down on every platform we build for.
-  if (here < r->cstack_base &&
-      static_cast<size_t>(r->cstack_base - here) > sb->limits.c_stack_bytes) {
+  if (here<r->cstack_base&& static_cast<size_t>(r->cstack_base - here)> sb->limits.c_stack_bytes) {
     luaL_error(L, "C stack overflow (recursion through C functions too deep)");
   }
 }

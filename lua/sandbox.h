@@ -99,17 +99,17 @@ class LuaRequest {
 using LuaLogSink = std::function<void(int level, std::string_view tenant, std::string_view msg)>;
 
 struct LuaLimits {
-  size_t memory_bytes = 32u << 20;                    // lua_State allocation cap
-  std::chrono::microseconds cpu_time{5000};           // wall-clock budget per run
-  uint64_t instructions = 50'000'000;                 // VM instructions (+ C work units) per run
-  int hook_interval = 1000;                           // instructions between budget checks
-  int gc_pause = 120;                                 // LUA_GCSETPAUSE (no emergency GC)
-  size_t pattern_subject_bytes = 1u << 20;            // string.find/match/gsub, ngx.re.* subjects
-  size_t response_body_bytes = 1u << 20;              // ngx.say/print total
-  size_t load_source_bytes = 256u << 10;              // load()/loadstring() source size
-  int json_max_depth = 64;                            // cjson nesting
-  size_t json_max_bytes = 1u << 20;                   // cjson.decode input
-  size_t c_stack_bytes = 512u << 10;                  // C stack a run may use (recursion via C)
+  size_t memory_bytes = 32u << 20;           // lua_State allocation cap
+  std::chrono::microseconds cpu_time{5000};  // wall-clock budget per run
+  uint64_t instructions = 50'000'000;        // VM instructions (+ C work units) per run
+  int hook_interval = 1000;                  // instructions between budget checks
+  int gc_pause = 120;                        // LUA_GCSETPAUSE (no emergency GC)
+  size_t pattern_subject_bytes = 1u << 20;   // string.find/match/gsub, ngx.re.* subjects
+  size_t response_body_bytes = 1u << 20;     // ngx.say/print total
+  size_t load_source_bytes = 256u << 10;     // load()/loadstring() source size
+  int json_max_depth = 64;                   // cjson nesting
+  size_t json_max_bytes = 1u << 20;          // cjson.decode input
+  size_t c_stack_bytes = 512u << 10;         // C stack a run may use (recursion via C)
 };
 
 enum class RunStatus : uint8_t { Ok, Error, Timeout, OutOfMemory };
@@ -137,8 +137,8 @@ struct RunResult {
   // Access: the generated response (Respond/Redirect). An empty body with Respond means "the
   // proxy's default page for that status", like nginx after ngx.exit(403).
   LuaResponse response;
-  std::string error;      // Error/Timeout/OutOfMemory: "file:line: message" or the limit hit
-  std::string traceback;  // Error: "stack traceback:\n\tfile:line: in function ..."
+  std::string error;          // Error/Timeout/OutOfMemory: "file:line: message" or the limit hit
+  std::string traceback;      // Error: "stack traceback:\n\tfile:line: in function ..."
   uint64_t instructions = 0;  // approximate (counted per hook interval)
   std::chrono::nanoseconds elapsed{0};
   bool ok() const { return status == RunStatus::Ok; }
@@ -179,8 +179,7 @@ class LuaExchangeCtx {
  public:
   LuaExchangeCtx() = default;
   ~LuaExchangeCtx() { reset(); }
-  LuaExchangeCtx(LuaExchangeCtx&& o) noexcept
-      : tenant_(std::move(o.tenant_)), ref_(o.ref_) {
+  LuaExchangeCtx(LuaExchangeCtx&& o) noexcept : tenant_(std::move(o.tenant_)), ref_(o.ref_) {
     o.ref_ = kNoRef;
   }
   LuaExchangeCtx& operator=(LuaExchangeCtx&& o) noexcept;
@@ -196,10 +195,10 @@ class LuaExchangeCtx {
 };
 
 struct TenantOptions {
-  std::string tenant;                   // tenant name: scopes ngx.shared and log lines
+  std::string tenant;  // tenant name: scopes ngx.shared and log lines
   LuaLimits limits;
-  SharedDictStore* dicts = nullptr;     // ngx.shared; must outlive the LuaTenant (null: none)
-  LuaLogSink log;                       // ngx.log / print (null: dropped)
+  SharedDictStore* dicts = nullptr;  // ngx.shared; must outlive the LuaTenant (null: none)
+  LuaLogSink log;                    // ngx.log / print (null: dropped)
 };
 
 class LuaTenant {

@@ -24,8 +24,8 @@ void SharedDict::erase_locked(std::unordered_map<std::string, Entry>::iterator i
   map_.erase(it);
 }
 
-SharedDict::SetResult SharedDict::store_locked(std::string_view key, const DictValue& v,
-                                               double ttl, bool* forcible) {
+SharedDict::SetResult SharedDict::store_locked(std::string_view key, const DictValue& v, double ttl,
+                                               bool* forcible) {
   if (forcible) *forcible = false;
   auto it = map_.find(std::string(key));
   if (v.type == DictValue::Type::Nil) {
@@ -54,7 +54,8 @@ SharedDict::SetResult SharedDict::store_locked(std::string_view key, const DictV
   e.bytes = need;
   e.lru = lru_.begin();
   if (ttl > 0) {
-    e.expires = now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(ttl));
+    e.expires =
+        now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(ttl));
   }
   map_.emplace(std::string(key), std::move(e));
   used_ += need;

@@ -241,7 +241,7 @@ const char* do_match(Matcher& m, const char* s, const char* p) {
     }
     if (*p == '(') {
       result = (p + 1 < m.p_end && *(p + 1) == ')') ? start_capture(m, s, p + 2, kCapPosition)
-                                                      : start_capture(m, s, p + 1, kCapUnfinished);
+                                                    : start_capture(m, s, p + 1, kCapUnfinished);
       break;
     }
     if (*p == ')') {
@@ -511,8 +511,8 @@ int str_gsub(lua_State* L) {
   const char* p = luaL_checklstring(L, 2, &lp);
   int tr = lua_type(L, 3);
   lua_Integer max_n = luaL_optinteger(L, 4, static_cast<lua_Integer>(ls) + 1);
-  luaL_argcheck(L, tr == LUA_TNUMBER || tr == LUA_TSTRING || tr == LUA_TFUNCTION ||
-                       tr == LUA_TTABLE,
+  luaL_argcheck(L,
+                tr == LUA_TNUMBER || tr == LUA_TSTRING || tr == LUA_TFUNCTION || tr == LUA_TTABLE,
                 3, "string/function/table expected");
   check_subject(L, ls, "string.gsub");
   check_cstack(L);
@@ -609,8 +609,8 @@ int tab_concat(lua_State* L) {
 
 void open_strlib(lua_State* L) {
   lua_getglobal(L, "string");
-  const luaL_Reg str[] = {{"find", str_find},   {"match", str_match}, {"gmatch", str_gmatch},
-                          {"gsub", str_gsub},   {"rep", str_rep},     {nullptr, nullptr}};
+  const luaL_Reg str[] = {{"find", str_find}, {"match", str_match}, {"gmatch", str_gmatch},
+                          {"gsub", str_gsub}, {"rep", str_rep},     {nullptr, nullptr}};
   for (const luaL_Reg* r = str; r->name; ++r) {
     lua_pushcfunction(L, r->func);
     lua_setfield(L, -2, r->name);

@@ -118,7 +118,8 @@ BENCHMARK(BM_RunawayStop)->Unit(benchmark::kMillisecond)->Iterations(50);
 
 void BM_PathologicalPatternStop(benchmark::State& state) {
   auto t = make(R"lua(return { access = function()
-    string.find(("a"):rep(28), ("a*"):rep(12) .. "b") end })lua", nullptr);
+    string.find(("a"):rep(28), ("a*"):rep(12) .. "b") end })lua",
+                nullptr);
   parapet::lua::testing::FakeRequest req;
   RunResult r;
   for (auto _ : state) {

@@ -25,9 +25,9 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 
 inline void replace_header(Headers& hs, std::string_view name,
                            std::span<const std::string_view> values) {
-  hs.erase(std::remove_if(hs.begin(), hs.end(),
-                          [&](const auto& h) { return same_name(h.first, name); }),
-           hs.end());
+  hs.erase(
+      std::remove_if(hs.begin(), hs.end(), [&](const auto& h) { return same_name(h.first, name); }),
+      hs.end());
   for (std::string_view v : values) hs.emplace_back(std::string(name), std::string(v));
 }
 
@@ -35,12 +35,9 @@ struct FakeRequest : LuaRequest {
   std::string method_ = "GET", uri_ = "/index.html", request_uri_ = "/index.html?a=1&b=two",
               args_ = "a=1&b=two", scheme_ = "https", host_ = "example.com",
               remote_addr_ = "203.0.113.7";
-  Headers req_headers = {{"Host", "example.com"},
-                         {"User-Agent", "Mozilla/5.0"},
-                         {"Accept", "text/html"},
-                         {"X-Multi", "one"},
-                         {"X-Multi", "two"},
-                         {"Cookie", "session=abc; lang=en"}};
+  Headers req_headers = {{"Host", "example.com"}, {"User-Agent", "Mozilla/5.0"},
+                         {"Accept", "text/html"}, {"X-Multi", "one"},
+                         {"X-Multi", "two"},      {"Cookie", "session=abc; lang=en"}};
   Headers resp_headers = {{"Content-Type", "text/html"}, {"Server", "origin"}};
   int status_ = 200;
   std::map<std::string, std::string> vars = {{"server_port", "443"}};

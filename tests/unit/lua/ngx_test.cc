@@ -108,8 +108,9 @@ TEST_F(LuaApiTest, ReqGetHeaders) {
 }
 
 TEST_F(LuaApiTest, ReqSetAndClearHeader) {
-  access("ngx.req.set_header('X-Added', 'v') ngx.req.set_header('Accept', 'a/b')"
-         " ngx.req.clear_header('cookie') ngx.req.set_header('X-Multi', {'1', '2', '3'})");
+  access(
+      "ngx.req.set_header('X-Added', 'v') ngx.req.set_header('Accept', 'a/b')"
+      " ngx.req.clear_header('cookie') ngx.req.set_header('X-Multi', {'1', '2', '3'})");
   EXPECT_EQ(req.req_header("X-Added"), "v");
   EXPECT_EQ(req.req_header("accept"), "a/b");
   EXPECT_EQ(req.req_header("Cookie"), "<none>");
@@ -241,8 +242,9 @@ TEST_F(LuaApiTest, Redirect) {
 }
 
 TEST_F(LuaApiTest, Log) {
-  access("ngx.log(ngx.ERR, 'a', 1, nil) ngx.log(ngx.WARN, 'w') ngx.log(ngx.NOTICE, 'n')"
-         " ngx.log(ngx.DEBUG, {})");
+  access(
+      "ngx.log(ngx.ERR, 'a', 1, nil) ngx.log(ngx.WARN, 'w') ngx.log(ngx.NOTICE, 'n')"
+      " ngx.log(ngx.DEBUG, {})");
   ASSERT_EQ(h.logs.size(), 4u);
   EXPECT_EQ(h.logs[0].level, kLogErr);
   EXPECT_EQ(h.logs[0].msg, "a1nil");
@@ -315,8 +317,9 @@ TEST_F(LuaApiTest, SharedDict) {
   EXPECT_TRUE(d->get("counter", &v));
   EXPECT_EQ(v.number, 1);
   // Shared by every state of the tenant (all workers).
-  auto other_worker = h.access("ngx.header['X-C'] = ngx.shared.cache:get('counter') "
-                               "return ngx.exit(200)");
+  auto other_worker = h.access(
+      "ngx.header['X-C'] = ngx.shared.cache:get('counter') "
+      "return ngx.exit(200)");
   RunResult r2 = other_worker->run(Phase::Access, req);
   EXPECT_EQ(response_header(r2, "X-C"), "1");
   access("ngx.shared.cache:flush_all()");

@@ -12,9 +12,9 @@
 namespace parapet::lua {
 namespace {
 
+using std::chrono::milliseconds;
 using testing::FakeRequest;
 using testing::Harness;
-using std::chrono::milliseconds;
 
 // Loose enough for a loaded 2-core CI machine; the measured times are printed.
 constexpr auto kStopMargin = milliseconds(40);
@@ -32,7 +32,8 @@ class LuaSandboxTest : public ::testing::Test {
         counter = counter + 1
         ngx.header["X-Count"] = tostring(counter)
         return ngx.exit(204)
-      end })lua", "bystander");
+      end })lua",
+                         "bystander");
     ASSERT_NE(bystander, nullptr);
   }
 
@@ -107,7 +108,8 @@ TEST_F(LuaSandboxTest, PcallAndCoroutinesCannotCatchTheStop) {
     while true do
       local co = coroutine.create(function() while true do end end)
       coroutine.resume(co)
-    end)lua", RunStatus::Timeout, "coroutine catching timeout");
+    end)lua",
+              RunStatus::Timeout, "coroutine catching timeout");
   run_hostile(R"lua(
     while true do pcall(coroutine.wrap(function() while true do end end)) end)lua",
               RunStatus::Timeout, "wrap catching timeout");
@@ -127,8 +129,8 @@ TEST_F(LuaSandboxTest, PathologicalPatternStopsWithinBudget) {
   r = run_hostile(R"lua(local s = ("a"):rep(5000) s:gsub("a*a*a*a*b", "x"))lua", RunStatus::Timeout,
                   "pathological string.gsub");
   EXPECT_LT(r.elapsed, h.limits.cpu_time + kStopMargin);
-  r = run_hostile(R"lua(for w in (("a"):rep(3000)):gmatch("a*a*a*a*b") do end)lua", RunStatus::Timeout,
-                  "pathological gmatch");
+  r = run_hostile(R"lua(for w in (("a"):rep(3000)):gmatch("a*a*a*a*b") do end)lua",
+                  RunStatus::Timeout, "pathological gmatch");
   EXPECT_LT(r.elapsed, h.limits.cpu_time + kStopMargin);
   expect_bystander_fine(1);
 }
@@ -159,8 +161,8 @@ TEST_F(LuaSandboxTest, DeepRecursionIsAnError) {
                             "lua recursion");
   EXPECT_NE(r.error.find("stack overflow"), std::string::npos) << r.error;
   // Recursion through C functions: these crash stock LuaJIT (C stack exhaustion).
-  r = run_hostile("local function f(s) return (s:gsub('.', f)) end return f('a')",
-                  RunStatus::Error, "recursion via gsub callback");
+  r = run_hostile("local function f(s) return (s:gsub('.', f)) end return f('a')", RunStatus::Error,
+                  "recursion via gsub callback");
   EXPECT_NE(r.error.find("C stack overflow"), std::string::npos) << r.error;
   // Stock LuaJIT segfaults on these two; here they end (LuaJIT tail-calls __tostring, so that
   // one spins until the budget; coroutine.wrap hits the C stack guard or the memory cap).
@@ -176,7 +178,8 @@ TEST_F(LuaSandboxTest, DeepRecursionIsAnError) {
   EXPECT_NE(r.error.find("C stack overflow"), std::string::npos) << r.error;
   r = run_hostile(R"lua(
     local t = setmetatable({}, {__index = function(t, k) return ('a'):gsub('a', t) end})
-    return t.x)lua", RunStatus::Error, "recursion via gsub table + __index");
+    return t.x)lua",
+                  RunStatus::Error, "recursion via gsub table + __index");
   r = run_hostile("local function f(a, b) table.sort({3, 2, 1}, f) return a < b end f(1, 2)",
                   RunStatus::Error, "recursion via table.sort");
   expect_bystander_fine(1);
@@ -184,8 +187,8 @@ TEST_F(LuaSandboxTest, DeepRecursionIsAnError) {
 
 TEST_F(LuaSandboxTest, MemoryBombsAreOutOfMemory) {
   h.limits.cpu_time = std::chrono::seconds(2);
-  RunResult r = run_hostile("local s = string.rep('x', 1e9)", RunStatus::OutOfMemory,
-                            "string.rep bomb");
+  RunResult r =
+      run_hostile("local s = string.rep('x', 1e9)", RunStatus::OutOfMemory, "string.rep bomb");
   EXPECT_NE(r.error.find("not enough memory"), std::string::npos);
   EXPECT_LT(r.elapsed, milliseconds(5));  // refused before allocating
   run_hostile("local t = {} for i = 1, 1e9 do t[i] = i end", RunStatus::OutOfMemory,
@@ -244,7 +247,8 @@ TEST_F(LuaSandboxTest, EscapesFail) {
     assert(f == nil and err:find("binary"), err)
     assert(load(function() return "return 1" end) == nil)
     assert(load("return 1 + 1")() == 2)
-    return ngx.exit(200))lua", RunStatus::Ok, "load of bytecode refused");
+    return ngx.exit(200))lua",
+                            RunStatus::Ok, "load of bytecode refused");
   EXPECT_EQ(r.response.status, 200);
   std::string err;
   EXPECT_EQ(h.tenant("\x1bLJ\x02\x0a", "bin", &err), nullptr);
@@ -256,7 +260,8 @@ TEST_F(LuaSandboxTest, TenantsHaveSeparateStates) {
   auto b = h.access(R"lua(
     assert(shared_secret == nil, "sees a's global")
     assert(string.upper("x") == "X")
-    return ngx.exit(200))lua", "b");
+    return ngx.exit(200))lua",
+                    "b");
   EXPECT_TRUE(a->run(Phase::Access, req).ok());
   RunResult r = b->run(Phase::Access, req);
   EXPECT_TRUE(r.ok()) << r.error;
@@ -270,7 +275,8 @@ TEST_F(LuaSandboxTest, SharedDictsOfAnotherTenantAreUnreachable) {
     assert(ngx.shared.limits == nil)
     assert(ngx.shared["a/limits"] == nil and ngx.shared["a:limits"] == nil)
     assert(ngx.shared.own ~= nil)
-    return ngx.exit(200))lua", "b");
+    return ngx.exit(200))lua",
+                    "b");
   EXPECT_TRUE(a->run(Phase::Access, req).ok());
   RunResult r = b->run(Phase::Access, req);
   EXPECT_TRUE(r.ok()) << r.error;
@@ -370,20 +376,23 @@ TEST_F(LuaSandboxTest, YieldFromAHandlerIsAnError) {
   EXPECT_EQ(r.status, RunStatus::Error);
   EXPECT_NE(r.error.find("yield"), std::string::npos);
   // The next run gets a fresh coroutine.
-  auto ok = h.access("local co = coroutine.wrap(function() coroutine.yield(5) end) "
-                     "assert(co() == 5) return ngx.exit(200)");
+  auto ok = h.access(
+      "local co = coroutine.wrap(function() coroutine.yield(5) end) "
+      "assert(co() == 5) return ngx.exit(200)");
   EXPECT_TRUE(ok->run(Phase::Access, req).ok());
 }
 
 TEST_F(LuaSandboxTest, FormatAndConcatAndSortAreBounded) {
   run_hostile("return string.format('%999999999d', 1)", RunStatus::Error, "format huge width");
   h.limits.cpu_time = std::chrono::milliseconds(5);
-  run_hostile("local t = {} for i = 1, 200000 do t[i] = 'xxxxxxxx' end "
-              "while true do table.concat(t) end",
-              RunStatus::Timeout, "table.concat loop");
-  RunResult r = run_hostile("local t = {} for i = 1, 300000 do t[i] = i end "
-                            "while true do table.sort(t) end",
-                            RunStatus::Timeout, "table.sort loop");
+  run_hostile(
+      "local t = {} for i = 1, 200000 do t[i] = 'xxxxxxxx' end "
+      "while true do table.concat(t) end",
+      RunStatus::Timeout, "table.concat loop");
+  RunResult r = run_hostile(
+      "local t = {} for i = 1, 300000 do t[i] = i end "
+      "while true do table.sort(t) end",
+      RunStatus::Timeout, "table.sort loop");
   EXPECT_LT(r.elapsed, h.limits.cpu_time + kStopMargin);
 }
 
