@@ -251,13 +251,7 @@ class Loader {
       if (auto ps = n["policies"]) tenant_policies(ps, *c, &t);
       if (auto os = n["policy_overrides"]) overrides(os, &t);
       if (auto rs = n["rules"]) rule_list(rs, "tenant rules", &t.rules);
-      for (const char* later : {"lua"}) {
-        if (auto v = n[later]) {
-          // Accepting these and ignoring them would let an operator believe a rule or a
-          // certificate is in force. Refuse until the feature exists.
-          error(v, std::string("tenant '") + later + "' is not supported by this build yet");
-        }
-      }
+      if (auto l = n["lua"]) tenant_lua(l, &t.lua);
       tenant_hosts(n["hosts"], n, &t, &hosts);
       origins(n["origins"], n, &t);
       routes(n["routes"], n, &t);
@@ -478,6 +472,52 @@ class Loader {
       return;
     }
     *out = static_cast<int64_t>(ms / 1000);
+  }
+
+  void tenant_lua(const YAML::Node& n, TenantLua* l) {
+    if (!check_keys(n, "tenant lua",
+                    {"script", "on_error", "error_status", "max_memory", "max_time",
+                     "shared_dicts"}))
+      return;
+    l->where = where(n);
+    if (!n["script"] || !scalar(n["script"], "lua.script", &l->script) || l->script.empty()) {
+      error(n, "lua.script (a file) is required");
+      return;
+    }
+    relative_to_file(&l->script);
+    if (auto v = n["on_error"]) {
+      std::string s;
+      if (scalar(v, "lua.on_error", &s)) {
+        if (s == "fail_open")
+          l->fail_open = true;
+        else if (s != "fail_closed")
+          error(v, "lua.on_error must be fail_closed or fail_open");
+      }
+    }
+    if (auto v = n["error_status"]) number(v, "lua.error_status", &l->error_status, 400, 599);
+    if (auto v = n["max_memory"]) size(v, "lua.max_memory", &l->memory_bytes, 1 << 20);
+    if (auto v = n["max_time"]) {
+      std::string s;
+      uint64_t ms = 0;
+      if (scalar(v, "lua.max_time", &s) && (!parse_duration_ms(s, &ms) || ms == 0 || ms > 1000)) {
+        error(v, "lua.max_time must be a duration from 1ms to 1s");
+      } else {
+        l->time_us = static_cast<uint32_t>(ms * 1000);
+      }
+    }
+    if (auto d = n["shared_dicts"]) {
+      if (!d.IsMap()) {
+        error(d, "lua.shared_dicts must map names to sizes, e.g. {counters: 1MiB}");
+      } else {
+        for (const auto& kv : d) {
+          std::string name;
+          uint64_t bytes = 0;
+          if (!scalar(kv.first, "shared dict name", &name)) continue;
+          size(kv.second, "shared dict size", &bytes, 4096);
+          l->shared_dicts.emplace_back(name, bytes);
+        }
+      }
+    }
   }
 
   void cache_store(const YAML::Node& n, CacheStoreConfig* c) {

@@ -208,9 +208,21 @@ struct CacheStoreConfig {
   uint64_t max_object_bytes = 16ull << 20;  // larger responses pass through
 };
 
+// A tenant's Lua script (lua/): phases access, header_filter, log.
+struct TenantLua {
+  std::string script;               // file ("" = none)
+  bool fail_open = false;           // a failing access run lets the request through
+  uint16_t error_status = 500;      // else the request gets this status
+  uint64_t memory_bytes = 32u << 20;
+  uint32_t time_us = 5000;          // CPU budget per run
+  std::vector<std::pair<std::string, uint64_t>> shared_dicts;  // ngx.shared.NAME, bytes
+  std::string where;
+};
+
 struct Tenant {
   std::string name;
   TenantCache cache;
+  TenantLua lua;
   std::vector<std::string> policies;  // shared policies, by name, run first, in this order
   std::vector<RuleOverride> policy_overrides;
   std::vector<RuleConfig> rules;      // the tenant's own rules, after the policies'

@@ -14,6 +14,7 @@
 #include "proxy/conn.h"
 #include "proxy/log.h"
 #include "proxy/phase_cache.h"
+#include "proxy/phase_lua.h"
 #include "proxy/phase_policy.h"
 #include "proxy/tail.h"
 #include "proxy/worker.h"
@@ -413,7 +414,8 @@ int ClientConn::on_head() {
   if (wk()->draining()) close_after = true;
   e->in_head_phase = true;  // a local answer now cannot keep the connection if a body follows
   const bool answered = phase_route(e) == Flow::Respond || phase_policy(e) == Flow::Respond ||
-                        phase_cache(e) == Flow::Respond || phase_upstream(e) == Flow::Respond;
+                        phase_lua(e) == Flow::Respond || phase_cache(e) == Flow::Respond ||
+                        phase_upstream(e) == Flow::Respond;
   e->in_head_phase = false;
   if (answered) {
     if (e->has_body || r.upgrade) {
@@ -499,10 +501,12 @@ void ClientConn::reply_with(int status, const char* reason, bool close, std::str
   e->status = static_cast<uint16_t>(status);
   e->reason = reason;
   e->bytes_out += static_cast<uint64_t>(hn) + (e->is_head ? 0 : body.size());
-  char ip[64];
-  e->format_peer(ip, sizeof ip);
-  log_error("worker=%u request_id=%.*s client=%s status=%d reason=%s", wk()->index(),
-            static_cast<int>(e->request_id.size()), e->request_id.data(), ip, status, reason);
+  if (status >= 400) {  // a refusal or a failure; a generated page or redirect is not news
+    char ip[64];
+    e->format_peer(ip, sizeof ip);
+    log_error("worker=%u request_id=%.*s client=%s status=%d reason=%s", wk()->index(),
+              static_cast<int>(e->request_id.size()), e->request_id.data(), ip, status, reason);
+  }
 }
 
 void ClientConn::on_parse_error() {
@@ -740,6 +744,7 @@ void append_ms(std::string& out, uint64_t from_ns, uint64_t to_ns) {
 }  // namespace
 
 void ClientConn::record(Exchange* e, const char* ended_by) {
+  if (e->lua) phase_lua_log(e);  // the script's log phase: after the response, no changes
   Worker* w = wk();
   const uint64_t now = uv_hrtime();
   const unsigned cls = e->status / 100 < 6 ? e->status / 100 : 0;

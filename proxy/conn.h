@@ -40,6 +40,10 @@ struct ExchangePolicy;
 struct ExchangePolicyDeleter {
   void operator()(ExchangePolicy* p) const;
 };
+struct ExchangeLua;
+struct ExchangeLuaDeleter {
+  void operator()(ExchangeLua* l) const;
+};
 
 enum class Flow { Continue, Respond };
 
@@ -238,6 +242,8 @@ struct Exchange {
   // tenant with rules uses this exchange and kept across requests; valid when policy_active.
   std::unique_ptr<ExchangePolicy, ExchangePolicyDeleter> policy;
   bool policy_active = false;
+  // The tenant script's view of this request and its ngx.ctx (tenants with a script only).
+  std::unique_ptr<ExchangeLua, ExchangeLuaDeleter> lua;
 };
 
 struct OriginConn final : Http1Handler {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "proxy/phase_lua.h"
 #include "proxy/policy.h"
 #include "proxy/server.h"
 
@@ -68,6 +69,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> tls_errors;
   parapet::build_tls(r.config, &tls_errors);        // certificates: readable, matching, not expired
   parapet::Policies::build(r.config, &tls_errors);  // rules: expressions, lists, overrides
+  if (tls_errors.empty()) parapet::LuaRuntime::build(r.config, &tls_errors);  // scripts
   if (!tls_errors.empty()) {
     for (const std::string& e : tls_errors) std::fprintf(stderr, "%s\n", e.c_str());
     std::fprintf(stderr, "parapet: %s: %zu error(s), configuration refused\n", file.c_str(),

@@ -6,6 +6,7 @@
 
 #include "proxy/access_log.h"
 #include "proxy/cache/store.h"
+#include "proxy/phase_lua.h"
 #include "proxy/phase_policy.h"
 #include "proxy/policy.h"
 #include "proxy/server.h"
@@ -236,8 +237,8 @@ std::string Server::metrics_text() const {
       for (const auto* phase : {&pol->tenant(t).request, &pol->tenant(t).response}) {
         for (const CompiledRule& rule : *phase) {
           sample(rules, "parapet_rule_matches_total",
-                 l + label(rule.key) + "\",action=\"" + action_name(rule.action) +
-                     "\",mode=\"" + (rule.log_only ? "log_only" : "enforce") + "\"",
+                 l + label(rule.key) + "\",action=\"" + action_name(rule.action) + "\",mode=\"" +
+                     (rule.log_only ? "log_only" : "enforce") + "\"",
                  rule.matches->load(std::memory_order_relaxed));
         }
       }
@@ -245,6 +246,22 @@ std::string Server::metrics_text() const {
     header(m, "parapet_rule_matches_total", "counter",
            "Requests each rule matched (since the configuration was loaded).");
     m += rules;
+  }
+  if (const LuaRuntime* lua = snap_->lua()) {
+    std::string runs;
+    for (size_t t = 0; t < lua->tenant_count(); ++t) {
+      const TenantLuaRuntime& rt = lua->tenant(t);
+      if (!rt.script) continue;
+      const std::string l = "tenant=\"" + label(snap_->cfg().tenants[t].name) + "\",version=\"" +
+                            rt.script->version() + "\",result=";
+      const uint64_t all = rt.runs->load(std::memory_order_relaxed);
+      const uint64_t failed = rt.failures->load(std::memory_order_relaxed);
+      sample(runs, "parapet_lua_runs_total", l + "\"ok\"", all >= failed ? all - failed : 0);
+      sample(runs, "parapet_lua_runs_total", l + "\"failed\"", failed);
+    }
+    header(m, "parapet_lua_runs_total", "counter",
+           "Tenant script runs by result (failed: error, CPU budget or memory cap).");
+    m += runs;
   }
   if (cache_) {
     std::string req_s, events, objects, bytes;

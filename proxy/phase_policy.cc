@@ -367,6 +367,7 @@ Flow phase_policy(Exchange* ex) {
 void phase_policy_response(Exchange* ex) {
   if (!ex->policy_active) return;
   ExchangePolicy& p = *ex->policy;
+  if (ex->snap->policies() == nullptr) return;
   const TenantRules& tr = ex->snap->policies()->tenant(ex->tenant);
   if (tr.response.empty() || p.skip_response) return;
   fill_request_view(ex);

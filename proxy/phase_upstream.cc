@@ -14,6 +14,7 @@
 #include "proxy/conn.h"
 #include "proxy/log.h"
 #include "proxy/phase_cache.h"
+#include "proxy/phase_lua.h"
 #include "proxy/phase_policy.h"
 #include "proxy/worker.h"
 
@@ -935,6 +936,7 @@ int OriginConn::on_head() {
   }
   pool->fails = 0;
   if (e->policy_active && st >= 200) phase_policy_response(e);
+  if (e->lua && st >= 200) phase_lua_header_filter(e);
   if (e->cache && st >= 200) {
     cache_on_response_head(e);
     if (cache_swallows(e)) {

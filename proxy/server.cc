@@ -16,6 +16,7 @@
 #include "proxy/access_log.h"
 #include "proxy/cache/store.h"
 #include "proxy/log.h"
+#include "proxy/phase_lua.h"
 #include "proxy/policy.h"
 #include "proxy/tail.h"
 #include "proxy/tls.h"
@@ -236,8 +237,10 @@ std::vector<std::string> Server::reload() {
   std::string err;
   std::shared_ptr<const TlsContexts> tls;
   std::shared_ptr<const Policies> policies;
+  std::shared_ptr<const LuaRuntime> lua;
   if (r.ok()) tls = build_tls(r.config, &r.errors);
   if (r.ok()) policies = Policies::build(r.config, &r.errors);
+  if (r.ok()) lua = LuaRuntime::build(r.config, &r.errors);
   if (r.ok() && !bind_listeners(r.config, listener_keys_, &add, &err)) r.errors.push_back(err);
   if (!r.ok()) {
     ++reloads_failed_;
@@ -281,12 +284,15 @@ int Server::run(config::Config cfg, std::string exe, std::vector<std::string> ar
   std::vector<std::string> tls_errors;
   std::shared_ptr<const TlsContexts> tls = build_tls(cfg, &tls_errors);
   std::shared_ptr<const Policies> policies;
+  std::shared_ptr<const LuaRuntime> lua;
   if (tls_errors.empty()) policies = Policies::build(cfg, &tls_errors);
+  if (tls_errors.empty()) lua = LuaRuntime::build(cfg, &tls_errors);
   if (!tls_errors.empty()) {
     for (const std::string& e : tls_errors) log_error("%s", e.c_str());
     return 1;
   }
-  snap_ = std::make_shared<const Snapshot>(std::move(cfg), std::move(tls), std::move(policies));
+  snap_ = std::make_shared<const Snapshot>(std::move(cfg), std::move(tls), std::move(policies),
+                                           std::move(lua));
   std::vector<std::vector<ListenerFd>> fds;
   std::string err;
   if (!bind_listeners(snap_->cfg(), {}, &fds, &err)) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "proxy/phase_lua.h"
 #include "proxy/policy.h"
 #include "proxy/tls.h"
 
@@ -23,8 +24,11 @@ uint64_t hash64(std::string_view s) {
 }
 
 Snapshot::Snapshot(config::Config cfg, std::shared_ptr<const TlsContexts> tls,
-                   std::shared_ptr<const Policies> policies)
-    : cfg_(std::move(cfg)), tls_(std::move(tls)), policies_(std::move(policies)) {
+                   std::shared_ptr<const Policies> policies, std::shared_ptr<const LuaRuntime> lua)
+    : cfg_(std::move(cfg)),
+      tls_(std::move(tls)),
+      policies_(std::move(policies)),
+      lua_(std::move(lua)) {
   constexpr int kPointsPerServer = 160;
   for (uint32_t t = 0; t < cfg_.tenants.size(); ++t) {
     const config::Tenant& tenant = cfg_.tenants[t];

@@ -36,11 +36,15 @@ struct OriginGroup {
 
 class TlsContexts;
 class Policies;
+class LuaRuntime;
 
 class Snapshot {
  public:
   explicit Snapshot(config::Config cfg, std::shared_ptr<const TlsContexts> tls = nullptr,
-                    std::shared_ptr<const Policies> policies = nullptr);
+                    std::shared_ptr<const Policies> policies = nullptr,
+                    std::shared_ptr<const LuaRuntime> lua = nullptr);
+  // The tenants' compiled Lua scripts (null when none has one).
+  const LuaRuntime* lua() const { return lua_.get(); }
   // The tenants' compiled rules (null when none has any).
   const Policies* policies() const { return policies_.get(); }
   // Certificates by SNI (null when no tenant has one).
@@ -70,6 +74,7 @@ class Snapshot {
   config::Config cfg_;
   std::shared_ptr<const TlsContexts> tls_;
   std::shared_ptr<const Policies> policies_;
+  std::shared_ptr<const LuaRuntime> lua_;
   StringMap exact_;
   StringMap wildcard_;  // key: ".example.com" for "*.example.com"
   std::vector<OriginGroup> groups_;

@@ -252,6 +252,7 @@ Exchange* Worker::new_exchange(ClientConn* c) {
 void Worker::free_exchange(Exchange* ex) {
   stats_.client_active.sub();
   ex->cache.reset();  // unsubscribes, drops a fill in progress (aborted), leaves the inbox
+  ex->lua.reset();    // ngx.ctx released on this thread, as the Lua state wants
   ex->snap.reset();
   ex->client = nullptr;
   ex->origin = nullptr;

@@ -473,14 +473,15 @@ TEST(ConfigErrors, BadCacheSettings) {
                "unknown key 'ttl' in tenant cache");
 }
 
-TEST(ConfigErrors, TenantFeaturesNotYetSupported) {
-  for (const char* feature : {"lua"}) {
-    SCOPED_TRACE(feature);
-    const std::string y = kListeners + "tenants:\n" +
-                          tenant("a", "a.local", std::string("    ") + feature + ": some-value\n");
-    expect_error(y, "some-value",
-                 std::string("tenant '") + feature + "' is not supported by this build yet");
-  }
+TEST(ConfigErrors, TenantLua) {
+  expect_error(kListeners + "tenants:\n" + tenant("a", "a.local", "    lua: {on_error: x}\n"),
+               "{on_error", "lua.script (a file) is required");
+  expect_error(kListeners + "tenants:\n" +
+                   tenant("a", "a.local", "    lua: {script: a.lua, on_error: maybe}\n"),
+               "maybe", "lua.on_error must be fail_closed or fail_open");
+  expect_error(kListeners + "tenants:\n" +
+                   tenant("a", "a.local", "    lua: {script: a.lua, max_time: 5s}\n"),
+               "5s", "lua.max_time must be a duration from 1ms to 1s");
 }
 
 TEST(ConfigErrors, ListenerTlsAndPolicyShapes) {
