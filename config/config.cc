@@ -873,8 +873,10 @@ class Loader {
           for (const std::string& p : products) {
             if (p == "cache")
               r->skip_cache = true;
+            else if (p == "lua")
+              r->skip_lua = true;
             else
-              error(v, "skip products can name cache");
+              error(v, "skip products can name cache and lua");
           }
         }
         return;

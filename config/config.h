@@ -138,6 +138,7 @@ struct RuleConfig {
   bool skip_ruleset = false;             // the rest of this phase's rules ("ruleset: current")
   bool skip_response_phase = false;      // phases: [response]
   bool skip_cache = false;               // products: [cache]
+  bool skip_lua = false;                 // products: [lua]
   // rewrite
   bool has_path = false, has_query = false;
   RuleValue path, query;

@@ -231,6 +231,7 @@ Flow phase_lua(Exchange* ex) {
   if (lr == nullptr) return Flow::Continue;
   const TenantLuaRuntime& rt = lr->tenant(ex->tenant);
   if (!rt.script) return Flow::Continue;
+  if (ex->policy_active && ex->policy->skip_lua) return Flow::Continue;  // skip: products
   ClientConn* c = ex->client;
   std::string err;
   std::shared_ptr<lua::LuaTenant> tenant =

@@ -119,6 +119,7 @@ Flow apply_request(Exchange* ex, ExchangePolicy& p, const CompiledRule& r, const
       }
       if (cfg.skip_response_phase) p.skip_response = true;
       if (cfg.skip_cache) p.skip_cache = true;
+      if (cfg.skip_lua) p.skip_lua = true;
       if (cfg.skip_ruleset) *stop = true;
       return Flow::Continue;
     case Action::Block:
@@ -307,7 +308,7 @@ void ExchangePolicyDeleter::operator()(ExchangePolicy* p) const { delete p; }
 void ExchangePolicy::clear() {
   trail.clear();
   skipped.clear();
-  skip_response = skip_cache = cache_bypass = false;
+  skip_response = skip_cache = skip_lua = cache_bypass = false;
   cache_ttl_s = -1;
   target.clear();
   req_add.clear();

@@ -36,6 +36,7 @@ struct ExchangePolicy {
   std::vector<const CompiledRule*> skipped;
   bool skip_response = false;
   bool skip_cache = false;
+  bool skip_lua = false;
   bool cache_bypass = false;
   int64_t cache_ttl_s = -1;
   std::string target;  // a rewritten request target (ex->target points here)

@@ -153,6 +153,21 @@ return {
         self.assertEqual(sorted(counts), list(range(1, 11)))
 
 
+class WithPolicies(LuaCase):
+
+    def test_a_rule_can_skip_the_script(self):
+        self.origin = self.start_origin()
+        config = demo_config(self.origin)
+        config["tenants"][0]["lua"] = {"script": self.script(
+            'return { access = function() return ngx.exit(403) end }')}
+        config["tenants"][0]["rules"] = [{
+            "id": "health", "expression": 'http.request.uri.path eq "/health"',
+            "action": "skip", "action_parameters": {"products": ["lua"]}}]
+        self.start_parapet(config)
+        self.assertEqual(self.req("/other").status, 403)
+        self.assertStatus(self.req("/health"), 200)
+
+
 class Hostile(LuaCase):
 
     def hostile(self, source, lua_extra=None):
