@@ -65,8 +65,10 @@ Flow phase_route(Exchange* ex) {
   ex->tstats = w->tenant_stats(ex->tenant);
   if (const TlsConn* t = c->tls();
       t != nullptr && !ex->snap->cfg().tenants[ex->tenant].client_ca.empty()) {
-    // mTLS in status mode: the handshake let the client in; its requests need a valid cert.
-    if (!t->client_cert_ok) {
+    // mTLS in status mode: the handshake let the client in; its requests need a valid cert,
+    // verified by this tenant's client_ca (a connection without SNI was verified by the
+    // default tenant's, which says nothing about this one).
+    if (!t->client_cert_ok || t->cert_tenant != ex->snap->cfg().tenants[ex->tenant].name) {
       c->reply(403, "tls.client_cert_required", false);
       return Flow::Respond;
     }

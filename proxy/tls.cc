@@ -5,6 +5,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 
 #include <algorithm>
@@ -147,7 +148,24 @@ void set_protocols(SSL_CTX* ctx) {
   SSL_CTX_set_ciphersuites(ctx,
                            "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
                            "TLS_CHACHA20_POLY1305_SHA256");
+  SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384");
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+}
+
+// A listener's own cipher lists, groups and ticket setting over the defaults.
+bool apply_listener_settings(SSL_CTX* ctx, const config::ListenerTls& s, std::string* why) {
+  if (!s.ciphers.empty() && SSL_CTX_set_cipher_list(ctx, s.ciphers.c_str()) != 1) {
+    *why = "no usable cipher in tls.ciphers '" + s.ciphers + "'";
+  } else if (!s.ciphersuites.empty() &&
+             SSL_CTX_set_ciphersuites(ctx, s.ciphersuites.c_str()) != 1) {
+    *why = "bad tls.ciphersuites '" + s.ciphersuites + "'";
+  } else if (!s.curves.empty() && SSL_CTX_set1_groups_list(ctx, s.curves.c_str()) != 1) {
+    *why = "bad tls.curves '" + s.curves + "'";
+  } else {
+    return true;
+  }
+  ERR_clear_error();
+  return false;
 }
 
 // The client context of one origin: protocols as for clients, the origin's trust anchors
@@ -226,83 +244,138 @@ std::shared_ptr<const TlsContexts> TlsContexts::build(const config::Config& cfg,
       octx.push_back(any_tls ? build_origin_ctx(tenant, o, errors) : nullptr);
     }
   }
-  for (const config::Tenant& tenant : cfg.tenants) {
-    if (tenant.certificates.empty()) continue;
-    // One context per tenant holding all its pairs (one per key type): OpenSSL serves the
-    // ECDSA certificate to clients that support it and the RSA one to the others.
-    SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
-    bool ok = true;
-    for (const config::Certificate& c : tenant.certificates) {
-      auto fail = [&](const std::string& why) {
-        errors->push_back(c.where + ": certificate of tenant '" + tenant.name + "': " + why);
-        ok = false;
-      };
-      if (SSL_CTX_use_certificate_chain_file(ctx, c.cert.c_str()) != 1) {
-        fail("cannot load cert '" + c.cert + "': " + tls_error_text());
-        continue;
-      }
-      if (SSL_CTX_use_PrivateKey_file(ctx, c.key.c_str(), SSL_FILETYPE_PEM) != 1) {
-        fail("cannot load key '" + c.key + "': " + tls_error_text());
-        continue;
-      }
-      if (SSL_CTX_check_private_key(ctx) != 1) {
-        fail("key '" + c.key + "' does not match cert '" + c.cert + "'");
-        continue;
-      }
-      X509* x = SSL_CTX_get0_certificate(ctx);  // the pair just loaded
-      if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0)
-        fail("cert '" + c.cert + "' has expired");
-    }
-    if (ok && !tenant.client_ca.empty()) {
-      if (SSL_CTX_load_verify_locations(ctx, tenant.client_ca.c_str(), nullptr) != 1) {
-        errors->push_back(tenant.certificates[0].where + ": tenant '" + tenant.name +
-                          "': cannot load client_ca '" + tenant.client_ca +
-                          "': " + tls_error_text());
-        ok = false;
-      } else {
-        STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(tenant.client_ca.c_str());
-        if (names != nullptr) SSL_CTX_set_client_CA_list(ctx, names);
-        // Handshake mode: no valid client certificate, no handshake. Status mode: the
-        // handshake completes and requests are answered 403 (proxy/phase_route.cc).
-        SSL_CTX_set_verify(ctx,
-                           tenant.client_cert_403
-                               ? SSL_VERIFY_PEER
-                               : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
-                           tenant.client_cert_403 ? accept_any_client_cert : nullptr);
-        SSL_CTX_set_verify_depth(ctx, 4);
-      }
-    }
-    if (!ok) {
-      SSL_CTX_free(ctx);
+  t->sets_.push_back(t->server_set(cfg, config::ListenerTls{}, errors));
+  // A listener with settings of its own gets contexts of its own for every tenant: OpenSSL
+  // reads the cipher lists from the SSL's current context, which SNI switches, so settings
+  // applied to one starting context would not hold for the other tenants.
+  for (const config::Listener& l : cfg.listeners) {
+    if (!l.tls || l.tls_settings.is_default()) continue;
+    SSL_CTX* probe = SSL_CTX_new(TLS_server_method());
+    std::string why;
+    const bool usable = apply_listener_settings(probe, l.tls_settings, &why);
+    SSL_CTX_free(probe);
+    if (!usable) {
+      errors->push_back(l.tls_settings.where + ": listener tls: " + why);
       continue;
     }
-    set_protocols(ctx);
-    SSL_CTX_set_options(
-        ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    // Resumption by stateless tickets only (keys shared by all workers, rotated): no
-    // per-process session cache, so a handshake adds no state on the server.
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_num_tickets(ctx, 1);
-    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
-    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, nullptr);
-    SSL_CTX_set_keylog_callback(ctx, on_keylog);
-    SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
-    SSL_CTX_set_tlsext_servername_arg(ctx, t.get());
-    t->ctxs_.push_back(ctx);
-    for (const std::string& h : tenant.hosts) {
-      std::string host = lower(h);
-      if (host.rfind("*.", 0) == 0)
-        t->wildcard_.emplace(host.substr(1), ctx);
-      else
-        t->exact_.emplace(host, ctx);
-    }
+    t->sets_.push_back(t->server_set(cfg, l.tls_settings, errors));
+    t->listener_set_.emplace(l.name, t->sets_.back().get());
   }
   if (!errors->empty()) return nullptr;
   return t;
 }
 
+std::unique_ptr<TlsContexts::ServerSet> TlsContexts::server_set(const config::Config& cfg,
+                                                                const config::ListenerTls& settings,
+                                                                std::vector<std::string>* errors) {
+  auto set = std::make_unique<ServerSet>();
+  for (const config::Tenant& tenant : cfg.tenants) {
+    if (tenant.certificates.empty()) continue;
+    SSL_CTX* ctx = server_ctx(tenant, settings, set.get(), errors);
+    if (ctx == nullptr) continue;
+    set->ctxs.push_back(ctx);
+    tenant_.emplace(ctx, tenant.name);
+    for (const std::string& h : tenant.hosts) {
+      std::string host = lower(h);
+      if (host.rfind("*.", 0) == 0)
+        set->wildcard.emplace(host.substr(1), ctx);
+      else
+        set->exact.emplace(host, ctx);
+    }
+  }
+  return set;
+}
+
+TlsContexts::ServerSet::~ServerSet() {
+  for (SSL_CTX* c : ctxs) SSL_CTX_free(c);
+}
+
+SSL_CTX* TlsContexts::server_ctx(const config::Tenant& tenant, const config::ListenerTls& settings,
+                                 const ServerSet* set, std::vector<std::string>* errors) {
+  // One context per tenant holding all its pairs (one per key type): OpenSSL serves the
+  // ECDSA certificate to clients that support it and the RSA one to the others.
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  bool ok = true;
+  for (const config::Certificate& c : tenant.certificates) {
+    auto fail = [&](const std::string& why) {
+      errors->push_back(c.where + ": certificate of tenant '" + tenant.name + "': " + why);
+      ok = false;
+    };
+    if (SSL_CTX_use_certificate_chain_file(ctx, c.cert.c_str()) != 1) {
+      fail("cannot load cert '" + c.cert + "': " + tls_error_text());
+      continue;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, c.key.c_str(), SSL_FILETYPE_PEM) != 1) {
+      fail("cannot load key '" + c.key + "': " + tls_error_text());
+      continue;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+      fail("key '" + c.key + "' does not match cert '" + c.cert + "'");
+      continue;
+    }
+    X509* x = SSL_CTX_get0_certificate(ctx);  // the pair just loaded
+    if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0)
+      fail("cert '" + c.cert + "' has expired");
+    else if (X509_cmp_current_time(X509_get0_notBefore(x)) > 0)
+      fail("cert '" + c.cert + "' is not valid yet");
+  }
+  if (ok && !tenant.client_ca.empty()) {
+    if (SSL_CTX_load_verify_locations(ctx, tenant.client_ca.c_str(), nullptr) != 1) {
+      errors->push_back(tenant.certificates[0].where + ": tenant '" + tenant.name +
+                        "': cannot load client_ca '" + tenant.client_ca + "': " + tls_error_text());
+      ok = false;
+    } else {
+      STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(tenant.client_ca.c_str());
+      if (names != nullptr) SSL_CTX_set_client_CA_list(ctx, names);
+      // Handshake mode: no valid client certificate, no handshake. Status mode: the
+      // handshake completes and requests are answered 403 (proxy/phase_route.cc).
+      SSL_CTX_set_verify(ctx,
+                         tenant.client_cert_403 ? SSL_VERIFY_PEER
+                                                : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                         tenant.client_cert_403 ? accept_any_client_cert : nullptr);
+      SSL_CTX_set_verify_depth(ctx, 4);
+    }
+  }
+  if (ok) {
+    set_protocols(ctx);
+    std::string why;
+    if (!apply_listener_settings(ctx, settings, &why)) {
+      errors->push_back(settings.where + ": listener tls: " + why);
+      ok = false;
+    }
+  }
+  if (!ok) {
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_dh_auto(ctx, 1);  // the DHE-RSA suites of the intermediate profile (ffdhe2048)
+  // Resumption by stateless tickets only (keys shared by all workers, rotated): no
+  // per-process session cache, so a handshake adds no state on the server.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  // A session (ticket) resumes only in the context that made it: a ticket of one tenant
+  // presented under another tenant's SNI gets a full handshake, so a client certificate
+  // verified against one tenant's client_ca is never carried into another tenant. With
+  // client verification on, OpenSSL also refuses TLS 1.2 resumption without a context.
+  unsigned char sid[SHA256_DIGEST_LENGTH];
+  const std::string sid_src = tenant.name + '\0' + tenant.client_ca;
+  SHA256(reinterpret_cast<const unsigned char*>(sid_src.data()), sid_src.size(), sid);
+  SSL_CTX_set_session_id_context(ctx, sid, SSL_MAX_SID_CTX_LENGTH);
+  if (settings.session_tickets) {
+    SSL_CTX_set_num_tickets(ctx, 1);
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
+  } else {
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(ctx, 0);
+  }
+  SSL_CTX_set_alpn_select_cb(ctx, on_alpn, nullptr);
+  SSL_CTX_set_keylog_callback(ctx, on_keylog);
+  SSL_CTX_set_client_hello_cb(ctx, on_client_hello, const_cast<ServerSet*>(set));
+  SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
+  return ctx;
+}
+
 TlsContexts::~TlsContexts() {
-  for (SSL_CTX* c : ctxs_) SSL_CTX_free(c);
   for (const auto& per_tenant : origin_ctxs_) {
     for (SSL_CTX* c : per_tenant) SSL_CTX_free(c);  // null-safe
   }
@@ -311,6 +384,12 @@ TlsContexts::~TlsContexts() {
 SSL_CTX* TlsContexts::origin_ctx(size_t tenant, size_t origin) const {
   if (tenant >= origin_ctxs_.size() || origin >= origin_ctxs_[tenant].size()) return nullptr;
   return origin_ctxs_[tenant][origin];
+}
+
+const std::string& TlsContexts::tenant_of(const SSL_CTX* ctx) const {
+  static const std::string kNone;
+  auto it = tenant_.find(ctx);
+  return it == tenant_.end() ? kNone : it->second;
 }
 
 SSL* tls_origin_ssl(SSL_CTX* ctx, const std::string& name, TlsSessionSlot* slot) {
@@ -333,41 +412,88 @@ SSL* tls_origin_ssl(SSL_CTX* ctx, const std::string& name, TlsSessionSlot* slot)
   return ssl;
 }
 
-SSL_CTX* TlsContexts::find(std::string_view name) const {
+SSL_CTX* TlsContexts::ServerSet::find(std::string_view name) const {
   std::string host = lower(std::string(name));
-  if (auto it = exact_.find(host); it != exact_.end()) return it->second;
+  if (auto it = exact.find(host); it != exact.end()) return it->second;
   for (size_t dot = host.find('.'); dot != std::string::npos; dot = host.find('.', dot + 1)) {
-    if (auto it = wildcard_.find(host.substr(dot)); it != wildcard_.end()) return it->second;
+    if (auto it = wildcard.find(host.substr(dot)); it != wildcard.end()) return it->second;
   }
   return nullptr;
 }
 
-int TlsContexts::on_servername(SSL* ssl, int* alert, void* arg) {
-  auto* self = static_cast<TlsContexts*>(arg);
-  const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-  const bool reject_no_sni = SSL_get_ex_data(ssl, 0) != nullptr;
-  if (name == nullptr) {
-    if (reject_no_sni) {
-      *alert = SSL_AD_UNRECOGNIZED_NAME;
-      return SSL_TLSEXT_ERR_ALERT_FATAL;
+namespace {
+
+// The host_name of a server_name extension body (RFC 6066 section 3); false when malformed.
+// An extension without a host_name entry leaves *name empty.
+bool parse_server_name(const unsigned char* p, size_t len, std::string_view* name) {
+  if (len < 2 || (static_cast<size_t>(p[0]) << 8 | p[1]) != len - 2) return false;
+  size_t i = 2;
+  while (i < len) {
+    if (len - i < 3) return false;
+    const unsigned type = p[i];
+    const size_t n = static_cast<size_t>(p[i + 1]) << 8 | p[i + 2];
+    i += 3;
+    if (n > len - i) return false;
+    if (type == TLSEXT_NAMETYPE_host_name) {
+      if (n == 0 || !name->empty()) return false;  // empty, or a second host_name
+      *name = std::string_view(reinterpret_cast<const char*>(p + i), n);
     }
-    return SSL_TLSEXT_ERR_OK;  // the default certificate
+    i += n;
+  }
+  return true;
+}
+
+}  // namespace
+
+// Runs first when a ClientHello arrives (again after a HelloRetryRequest), before OpenSSL
+// looks for a session to resume or negotiates anything: the SSL moves to the context of the
+// tenant SNI names here, so its session id context (tickets resume only for the tenant that
+// issued them), certificates and client verification are that tenant's from the start.
+int TlsContexts::on_client_hello(SSL* ssl, int* alert, void* arg) {
+  auto* self = static_cast<const ServerSet*>(arg);
+  const unsigned char* ext = nullptr;
+  size_t len = 0;
+  std::string_view name;
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) == 1 &&
+      !parse_server_name(ext, len, &name)) {
+    *alert = SSL_AD_DECODE_ERROR;
+    return SSL_CLIENT_HELLO_ERROR;
+  }
+  if (name.empty()) {
+    if (SSL_get_ex_data(ssl, 0) != nullptr) {  // the listener's no_sni: reject
+      *alert = SSL_AD_UNRECOGNIZED_NAME;
+      return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;  // the default certificate
   }
   SSL_CTX* ctx = self->find(name);
   if (ctx == nullptr) {
     *alert = SSL_AD_UNRECOGNIZED_NAME;
-    return SSL_TLSEXT_ERR_ALERT_FATAL;  // no tenant of ours: nothing to serve
+    return SSL_CLIENT_HELLO_ERROR;  // no tenant of ours: nothing to serve
   }
-  SSL_set_SSL_CTX(ssl, ctx);
-  // SSL_set_SSL_CTX keeps the verify settings of the context the SSL was made from.
-  SSL_set_verify(ssl, SSL_CTX_get_verify_mode(ctx), SSL_CTX_get_verify_callback(ctx));
-  SSL_set_client_CA_list(ssl, SSL_dup_CA_list(SSL_CTX_get_client_CA_list(ctx)));
-  return SSL_TLSEXT_ERR_OK;
+  if (ctx != SSL_get_SSL_CTX(ssl)) {
+    SSL_set_SSL_CTX(ssl, ctx);
+    // SSL_set_SSL_CTX keeps the verify settings of the context the SSL was made from.
+    SSL_set_verify(ssl, SSL_CTX_get_verify_mode(ctx), SSL_CTX_get_verify_callback(ctx));
+    if (STACK_OF(X509_NAME)* cas = SSL_CTX_get_client_CA_list(ctx); sk_X509_NAME_num(cas) > 0)
+      SSL_set_client_CA_list(ssl, SSL_dup_CA_list(cas));
+  }
+  return SSL_CLIENT_HELLO_SUCCESS;
 }
 
-SSL* TlsContexts::new_ssl(bool reject_no_sni) const {
-  if (ctxs_.empty()) return nullptr;
-  SSL* ssl = SSL_new(ctxs_[0]);
+// The context was chosen in on_client_hello; acknowledging the name keeps it in the session
+// (TLS 1.2 resumption reports the name of the original handshake).
+int TlsContexts::on_servername(SSL*, int*, void*) { return SSL_TLSEXT_ERR_OK; }
+
+SSL* TlsContexts::new_ssl(std::string_view listener, bool reject_no_sni) const {
+  const ServerSet* set = sets_[0].get();
+  if (!listener_set_.empty()) {
+    if (auto it = listener_set_.find(std::string(listener)); it != listener_set_.end())
+      set = it->second;
+  }
+  if (set->ctxs.empty()) return nullptr;
+  SSL_CTX* base = set->ctxs[0];
+  SSL* ssl = SSL_new(base);
   SSL_set_ex_data(ssl, 0, reject_no_sni ? reinterpret_cast<void*>(1) : nullptr);
   SSL_set_accept_state(ssl);
   return ssl;
@@ -407,6 +533,7 @@ bool TlsConn::finish_handshake(uint64_t written, std::string* leftover) {
   resumed = SSL_session_reused(ssl) == 1;
   client_cert_ok =
       SSL_get0_peer_certificate(ssl) != nullptr && SSL_get_verify_result(ssl) == X509_V_OK;
+  if (ctx) cert_tenant = ctx->tenant_of(SSL_get_SSL_CTX(ssl));
   if (!records) records = std::make_unique<TlsRecords>();
   if (SSL_has_pending(ssl) == 1 || BIO_ctrl_pending(wbio) > 0 ||
       !records->take_over(ssl, written)) {

@@ -3,9 +3,9 @@
 // TlsContexts is built once per config snapshot, off the hot path, and shared read-only by all
 // workers: one SSL_CTX per tenant certificate (TLS 1.2 and 1.3 only, Mozilla "intermediate"
 // ciphers, no renegotiation, no compression, ALPN http/1.1, SSL_MODE_RELEASE_BUFFERS so idle
-// connections give their record buffers back). The SNI callback picks the context by exact
-// name, then the longest "*." wildcard; without SNI a listener serves the default (first)
-// certificate or refuses the handshake.
+// connections give their record buffers back). The ClientHello callback picks the context by
+// the SNI's exact name, then the longest "*." wildcard; without SNI a listener serves the
+// default (first) certificate or refuses the handshake.
 //
 // TlsConn is one connection's state: the SSL object with two memory BIOs. Ciphertext read from
 // the socket goes into `rbio`; plaintext comes out of SSL_read; plaintext written with
@@ -32,20 +32,43 @@ class TlsContexts {
   static std::shared_ptr<const TlsContexts> build(const config::Config& cfg,
                                                   std::vector<std::string>* errors);
   ~TlsContexts();
-  bool empty() const { return ctxs_.empty(); }
-  // A server-side SSL for a new connection on a listener; nullptr if no certificate exists.
-  SSL* new_ssl(bool reject_no_sni) const;
+  bool empty() const { return sets_.empty() || sets_[0]->ctxs.empty(); }
+  // A server-side SSL for a new connection on listener `listener` (its name: the listener's
+  // tls settings apply); nullptr if no certificate exists.
+  SSL* new_ssl(std::string_view listener, bool reject_no_sni) const;
   // Client context for TLS to origin `origin` of tenant `tenant`, or nullptr when that origin
   // has no https:// server. Owned here; holders that outlive the snapshot take a reference.
   SSL_CTX* origin_ctx(size_t tenant, size_t origin) const;
+  // The tenant whose certificate context `ctx` is ("" for a context not built here).
+  const std::string& tenant_of(const SSL_CTX* ctx) const;
 
  private:
-  static int on_servername(SSL* ssl, int* alert, void* arg);
-  SSL_CTX* find(std::string_view name) const;
+  // The server contexts of one set of listener settings: one per tenant with certificates
+  // (ctxs[0], the first, is the default certificate), found by SNI.
+  struct ServerSet {
+    ServerSet() = default;
+    ServerSet(const ServerSet&) = delete;
+    ServerSet& operator=(const ServerSet&) = delete;
+    ~ServerSet();
+    SSL_CTX* find(std::string_view name) const;  // exact name, then the longest "*." wildcard
+    std::vector<SSL_CTX*> ctxs;
+    std::unordered_map<std::string, SSL_CTX*> exact, wildcard;  // wildcard key: ".example.com"
+  };
 
-  std::vector<SSL_CTX*> ctxs_;                      // ctxs_[0] is the default certificate
-  std::vector<std::vector<SSL_CTX*>> origin_ctxs_;  // [tenant][origin]
-  std::unordered_map<std::string, SSL_CTX*> exact_, wildcard_;  // wildcard key: ".example.com"
+  static int on_client_hello(SSL* ssl, int* alert, void* arg);  // arg: the ServerSet
+  static int on_servername(SSL* ssl, int* alert, void* arg);
+  std::unique_ptr<ServerSet> server_set(const config::Config& cfg,
+                                        const config::ListenerTls& settings,
+                                        std::vector<std::string>* errors);
+  // A server context for `tenant`'s certificates with `settings`, in `set`; nullptr and
+  // errors if one of its files is unusable.
+  SSL_CTX* server_ctx(const config::Tenant& tenant, const config::ListenerTls& settings,
+                      const ServerSet* set, std::vector<std::string>* errors);
+
+  std::vector<std::unique_ptr<ServerSet>> sets_;  // sets_[0]: the default settings
+  std::unordered_map<std::string, const ServerSet*> listener_set_;  // listeners with their own
+  std::vector<std::vector<SSL_CTX*>> origin_ctxs_;                  // [tenant][origin]
+  std::unordered_map<const SSL_CTX*, std::string> tenant_;          // context -> tenant name
 };
 
 // Per-connection TLS state: OpenSSL with two memory BIOs for the handshake. A client
@@ -74,7 +97,11 @@ struct TlsConn {
   bool handshake_done = false;
   bool resumed = false;
   bool client_cert_ok = false;  // a client certificate was presented and verified
-  const char* version = "";     // libssl's static names, valid after the SSL is gone
+  // The tenant whose context completed the handshake: its certificate was served and its
+  // client_ca verified the client's certificate. A verified client certificate only counts for
+  // requests to that tenant (without SNI it is the default tenant's, whatever the Host says).
+  std::string cert_tenant;
+  const char* version = "";  // libssl's static names, valid after the SSL is gone
   const char* cipher = "";
   std::string sni;
   // Filled by the keylog callback during the handshake (TLS 1.3 secrets); in use once ssl is
