@@ -48,6 +48,15 @@ class Loader {
     return true;
   }
 
+  bool nonempty(const YAML::Node& n, const char* what, std::string* out) {
+    if (!scalar(n, what, out)) return false;
+    if (out->empty()) {
+      error(n, std::string(what) + " must not be empty (leave it out for the default)");
+      return false;
+    }
+    return true;
+  }
+
   bool scalar(const YAML::Node& n, const char* what, std::string* out) {
     if (!n.IsScalar()) {
       error(n, std::string(what) + " must be a scalar");
@@ -163,7 +172,22 @@ class Loader {
       if (auto tls = n["tls"]) {
         l.tls = true;
         if (tls.IsMap()) {
-          check_keys(tls, "listener tls", {"no_sni"});
+          check_keys(tls, "listener tls",
+                     {"no_sni", "ciphers", "ciphersuites", "curves", "session_tickets"});
+          l.tls_settings.where = where(tls);
+          if (auto v = tls["ciphers"]) nonempty(v, "tls.ciphers", &l.tls_settings.ciphers);
+          if (auto v = tls["ciphersuites"])
+            nonempty(v, "tls.ciphersuites", &l.tls_settings.ciphersuites);
+          if (auto v = tls["curves"]) nonempty(v, "tls.curves", &l.tls_settings.curves);
+          if (auto v = tls["session_tickets"]) {
+            std::string b;
+            if (scalar(v, "tls.session_tickets", &b)) {
+              if (b == "false")
+                l.tls_settings.session_tickets = false;
+              else if (b != "true")
+                error(v, "tls.session_tickets must be true or false, got '" + b + "'");
+            }
+          }
           if (auto ns = tls["no_sni"]) {
             std::string v;
             if (scalar(ns, "tls.no_sni", &v)) {
@@ -475,9 +499,9 @@ class Loader {
   }
 
   void tenant_lua(const YAML::Node& n, TenantLua* l) {
-    if (!check_keys(n, "tenant lua",
-                    {"script", "on_error", "error_status", "max_memory", "max_time",
-                     "shared_dicts"}))
+    if (!check_keys(
+            n, "tenant lua",
+            {"script", "on_error", "error_status", "max_memory", "max_time", "shared_dicts"}))
       return;
     l->where = where(n);
     if (!n["script"] || !scalar(n["script"], "lua.script", &l->script) || l->script.empty()) {

@@ -25,11 +25,26 @@ struct Address {
   socklen_t sa_len = 0;
 };
 
+// The TLS settings of a listener ("" = parapet's defaults: Mozilla "intermediate" ciphers,
+// X25519 then P-256 then P-384, tickets on). They apply to every handshake on the listener,
+// whichever tenant's certificate SNI selects.
+struct ListenerTls {
+  std::string ciphers;       // TLS 1.2 cipher list (OpenSSL syntax)
+  std::string ciphersuites;  // TLS 1.3 suites
+  std::string curves;        // key exchange groups, e.g. "X25519:P-256"
+  bool session_tickets = true;
+  std::string where;  // "file:line:col" of the listener's tls, for errors found building it
+  bool is_default() const {
+    return ciphers.empty() && ciphersuites.empty() && curves.empty() && session_tickets;
+  }
+};
+
 struct Listener {
   std::string name;
   Address address;
   bool tls = false;
   bool tls_reject_no_sni = false;  // tls.no_sni: reject (else the default certificate)
+  ListenerTls tls_settings;
 };
 
 struct Certificate {
@@ -135,10 +150,10 @@ struct RuleConfig {
   bool preserve_query = false;
   // skip
   std::vector<std::string> skip_rules;  // these ids, for the rest of the request
-  bool skip_ruleset = false;             // the rest of this phase's rules ("ruleset: current")
-  bool skip_response_phase = false;      // phases: [response]
-  bool skip_cache = false;               // products: [cache]
-  bool skip_lua = false;                 // products: [lua]
+  bool skip_ruleset = false;            // the rest of this phase's rules ("ruleset: current")
+  bool skip_response_phase = false;     // phases: [response]
+  bool skip_cache = false;              // products: [cache]
+  bool skip_lua = false;                // products: [lua]
   // rewrite
   bool has_path = false, has_query = false;
   RuleValue path, query;
@@ -153,7 +168,7 @@ struct RuleConfig {
   uint32_t mitigation_timeout_s = 0;  // 0: blocked for the rest of the period only
   // challenge
   uint32_t challenge_ttl_s = 1800;  // how long a passed challenge lets the client through
-  std::string where;  // "file:line:col" of the rule
+  std::string where;                // "file:line:col" of the rule
 };
 
 // A shared policy: an ordered rule list defined once, attached to tenants by name.
@@ -183,10 +198,10 @@ struct ListConfig {
 
 // One cache rule of a tenant: the first whose conditions all hold decides for the request.
 struct CacheRule {
-  std::string path;           // path prefix ("" = any)
-  std::string bypass_cookie;  // condition: the request has this cookie
-  std::string bypass_header;  // condition: the request has this header
-  bool bypass = false;        // neither look up nor store
+  std::string path;               // path prefix ("" = any)
+  std::string bypass_cookie;      // condition: the request has this cookie
+  std::string bypass_header;      // condition: the request has this header
+  bool bypass = false;            // neither look up nor store
   bool cache_everything = false;  // store any final GET response (no-store still honoured)
   int64_t ttl_s = -1;             // lifetime override, seconds (-1: the origin's)
 };
@@ -211,11 +226,11 @@ struct CacheStoreConfig {
 
 // A tenant's Lua script (lua/): phases access, header_filter, log.
 struct TenantLua {
-  std::string script;               // file ("" = none)
-  bool fail_open = false;           // a failing access run lets the request through
-  uint16_t error_status = 500;      // else the request gets this status
+  std::string script;           // file ("" = none)
+  bool fail_open = false;       // a failing access run lets the request through
+  uint16_t error_status = 500;  // else the request gets this status
   uint64_t memory_bytes = 32u << 20;
-  uint32_t time_us = 5000;          // CPU budget per run
+  uint32_t time_us = 5000;                                     // CPU budget per run
   std::vector<std::pair<std::string, uint64_t>> shared_dicts;  // ngx.shared.NAME, bytes
   std::string where;
 };
@@ -226,7 +241,7 @@ struct Tenant {
   TenantLua lua;
   std::vector<std::string> policies;  // shared policies, by name, run first, in this order
   std::vector<RuleOverride> policy_overrides;
-  std::vector<RuleConfig> rules;      // the tenant's own rules, after the policies'
+  std::vector<RuleConfig> rules;          // the tenant's own rules, after the policies'
   std::vector<std::string> hosts;         // lowercased; "*.example.com" for any subdomain
   std::vector<Certificate> certificates;  // served by SNI for the tenant's hosts
   std::string hsts;            // Strict-Transport-Security value added over TLS ("" = none)

@@ -134,7 +134,8 @@ ClientConn::ClientConn(Worker* worker)
 
 ClientConn::~ClientConn() = default;
 
-void ClientConn::start(const std::shared_ptr<const TlsContexts>& tls_ctx, bool reject_no_sni) {
+void ClientConn::start(const std::shared_ptr<const TlsContexts>& tls_ctx, std::string_view listener,
+                       bool reject_no_sni) {
   // TCP_NODELAY waits until a connection is kept alive or a response takes several writes:
   // a connection that gets one response in one write never needs it (one syscall less).
   sockaddr_storage ss{};
@@ -149,7 +150,7 @@ void ClientConn::start(const std::shared_ptr<const TlsContexts>& tls_ctx, bool r
   }
   out.attach(reinterpret_cast<uv_stream_t*>(&tcp));
   if (tls_ctx != nullptr) {
-    SSL* ssl = tls_ctx->new_ssl(reject_no_sni);
+    SSL* ssl = tls_ctx->new_ssl(listener, reject_no_sni);
     if (ssl == nullptr) {
       close_now();
       return;
@@ -188,6 +189,7 @@ void ClientConn::on_cipher(char* data, size_t len) {
     out.flush();
     std::string leftover;
     const bool taken = t->finish_handshake(written, &leftover);
+    if (t->resumed) wk()->stats().tls_resumed.add();
     if (!t->sni.empty()) {
       std::string name = t->sni;
       for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
@@ -633,6 +635,8 @@ void ClientConn::on_closed(uv_handle_t* h) { delete conn_of<ClientConn>(h->data)
 
 void ClientConn::on_eof() {
   eof = true;
+  if (const TlsConn* t = tls(); t != nullptr && !t->handshake_done)
+    wk()->stats().tls_abandoned.add();
   if (closing || ex == nullptr || ex->tunnel || !ex->req_done) {
     // Idle, lingering, tunnelled, or the request was cut short: nothing more to do here.
     close_now();
@@ -648,6 +652,8 @@ void ClientConn::on_timer(TimerNode* n) {
     case TimerKind::Header:
     case TimerKind::Body: {
       bool header = c->timer_kind == TimerKind::Header;
+      if (const TlsConn* t = c->tls(); t != nullptr && !t->handshake_done)
+        c->wk()->stats().tls_timeouts.add();
       if (!c->parser.in_message() || c->ex == nullptr || c->ex->resp_started) {
         c->close_now();
         return;

@@ -116,7 +116,8 @@ struct ClientConn final : Http1Handler {
   bool on_message_complete() override;
 
   // After uv_accept. `tls`: the connection came on a TLS listener.
-  void start(const std::shared_ptr<const TlsContexts>& tls, bool reject_no_sni);
+  void start(const std::shared_ptr<const TlsContexts>& tls, std::string_view listener,
+             bool reject_no_sni);
   TlsConn* tls() const { return extras ? extras->tls.get() : nullptr; }
   // Plaintext from the socket (or from TLS): tunnel, backlog or parser.
   void on_plain(const char* data, size_t len);

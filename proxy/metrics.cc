@@ -85,7 +85,8 @@ void histogram(std::string& m, const char* name, const std::string& labels, cons
 
 std::string Server::metrics_text() const {
   uint64_t req = 0, resp[6] = {}, conns = 0, active = 0, accepted = 0, connects = 0, reused = 0,
-           up_tls = 0, up_tls_resumed = 0, failures = 0, retries = 0, idle_up = 0, refused = 0;
+           up_tls = 0, up_tls_resumed = 0, tls = 0, tls_resumed = 0, tls_failed = 0,
+           tls_timeouts = 0, tls_abandoned = 0, failures = 0, retries = 0, idle_up = 0, refused = 0;
   std::map<std::string, Sums> tenants;
   std::map<std::string, uint64_t[6]> routes;
   std::map<std::string, ServerSums> servers;
@@ -100,6 +101,11 @@ std::string Server::metrics_text() const {
     connects += s.upstream_connects.get();
     reused += s.upstream_reused.get();
     up_tls += s.upstream_tls_handshakes.get();
+    tls += s.tls_handshakes.get();
+    tls_resumed += s.tls_resumed.get();
+    tls_failed += s.tls_failures.get();
+    tls_timeouts += s.tls_timeouts.get();
+    tls_abandoned += s.tls_abandoned.get();
     up_tls_resumed += s.upstream_tls_resumed.get();
     failures += s.upstream_failures.get();
     retries += s.upstream_retries.get();
@@ -187,6 +193,16 @@ std::string Server::metrics_text() const {
   header(m, "parapet_upstream_reused_total", "counter",
          "Exchanges that reused a pooled upstream connection.");
   sample(m, "parapet_upstream_reused_total", "", reused);
+  header(m, "parapet_tls_handshakes_total", "counter",
+         "Client TLS handshakes completed, by whether a ticket resumed the session.");
+  sample(m, "parapet_tls_handshakes_total", "resumed=\"false\"", tls - tls_resumed);
+  sample(m, "parapet_tls_handshakes_total", "resumed=\"true\"", tls_resumed);
+  header(m, "parapet_tls_handshake_failures_total", "counter",
+         "Client TLS handshakes that did not complete: refused or malformed (error), unfinished "
+         "after client_header (timeout), abandoned by the client (closed).");
+  sample(m, "parapet_tls_handshake_failures_total", "reason=\"error\"", tls_failed);
+  sample(m, "parapet_tls_handshake_failures_total", "reason=\"timeout\"", tls_timeouts);
+  sample(m, "parapet_tls_handshake_failures_total", "reason=\"closed\"", tls_abandoned);
   header(m, "parapet_upstream_tls_handshakes_total", "counter",
          "TLS handshakes with https origins, by whether the session was resumed.");
   sample(m, "parapet_upstream_tls_handshakes_total", "resumed=\"false\"", up_tls - up_tls_resumed);

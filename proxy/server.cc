@@ -159,7 +159,8 @@ bool Server::bind_listeners(const config::Config& cfg, const std::vector<std::st
       getsockname(inherited[0], reinterpret_cast<sockaddr*>(&sa), &len);
       log_error("listening name=%s address=%s (inherited)", l.name.c_str(), addr_text(sa).c_str());
       for (size_t j = 0; j < inherited.size(); ++j) {
-        (*per_worker)[j % n].push_back(ListenerFd{key, inherited[j], l.tls, l.tls_reject_no_sni});
+        (*per_worker)[j % n].push_back(
+            ListenerFd{key, inherited[j], l.tls, l.tls_reject_no_sni, l.name});
         added[key].push_back(inherited[j]);
       }
     }
@@ -180,7 +181,7 @@ bool Server::bind_listeners(const config::Config& cfg, const std::vector<std::st
         getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
         log_error("listening name=%s address=%s", l.name.c_str(), addr_text(sa).c_str());
       }
-      (*per_worker)[w].push_back(ListenerFd{key, fd, l.tls, l.tls_reject_no_sni});
+      (*per_worker)[w].push_back(ListenerFd{key, fd, l.tls, l.tls_reject_no_sni, l.name});
       added[key].push_back(fd);
     }
   }

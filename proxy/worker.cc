@@ -93,7 +93,7 @@ void Worker::open_listener(const ListenerFd& l) {
   int r = uv_tcp_open(h, l.fd);
   if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(h), 4096, on_connection);
   if (r != 0) log_error("worker %u: listen %s failed: %s", index_, l.key.c_str(), uv_strerror(r));
-  listeners_.push_back(Listening{l.key, h, l.tls, l.reject_no_sni});
+  listeners_.push_back(Listening{l.key, h, l.tls, l.reject_no_sni, l.name});
 }
 
 void Worker::map_servers() {
@@ -193,14 +193,14 @@ void Worker::on_connection(uv_stream_t* server, int status) {
     return;
   }
   w->add_client(c);
-  bool tls = false, reject = false;
+  const Listening* from = nullptr;
   for (const Listening& l : w->listeners_) {
-    if (reinterpret_cast<uv_stream_t*>(l.handle) == server) {
-      tls = l.tls;
-      reject = l.reject_no_sni;
-    }
+    if (reinterpret_cast<uv_stream_t*>(l.handle) == server) from = &l;
   }
-  c->start(tls ? w->snap_->tls() : nullptr, reject);
+  if (from != nullptr && from->tls)
+    c->start(w->snap_->tls(), from->name, from->reject_no_sni);
+  else
+    c->start(nullptr, {}, false);
 }
 
 std::vector<ClientConn*> Worker::client_conns() {

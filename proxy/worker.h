@@ -30,9 +30,12 @@ struct WorkerStats {
   Counter upstream_reused;
   Counter upstream_failures;
   Counter upstream_retries;
-  Counter upstream_idle;  // pooled idle connections now
-  Counter refused;        // malformed requests answered 4xx by the codec
-  Counter tls_handshakes, tls_failures;
+  Counter upstream_idle;                // pooled idle connections now
+  Counter refused;                      // malformed requests answered 4xx by the codec
+  Counter tls_handshakes, tls_resumed;  // client handshakes completed (resumed: by a ticket)
+  // Client handshakes that did not complete: refused or malformed (error), still unfinished
+  // when client_header ran out (timeout), or abandoned by the client (closed).
+  Counter tls_failures, tls_timeouts, tls_abandoned;
   Counter upstream_tls_handshakes, upstream_tls_resumed;  // TLS to https:// origins
 };
 
@@ -49,6 +52,7 @@ struct ListenerFd {
   int fd;
   bool tls = false;
   bool reject_no_sni = false;
+  std::string name;  // the listener's name (its TLS settings are kept under it)
 };
 
 class Worker {
@@ -145,6 +149,7 @@ class Worker {
     std::string key;
     uv_tcp_t* handle;
     bool tls, reject_no_sni;
+    std::string name;
   };
   std::vector<Listening> listeners_;
   uv_async_t stop_async_;

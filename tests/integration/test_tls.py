@@ -6,6 +6,7 @@ TLS to origins: https:// servers verified against a CA (name or IP), untrusted o
 certificates answered 502 without the request leaving, client certificates, pooling and
 session resumption, retries across servers."""
 
+import json
 import os
 import socket
 import ssl
@@ -50,6 +51,26 @@ def make_certs() -> str:
         "-CAcreateserial", "-out", "client.pem", "-days", "2")
     run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
         "-keyout", "rogue.key", "-out", "rogue.pem", "-subj", "/CN=rogue", "-days", "2")
+    # A second client CA with its own client certificate (another tenant's mTLS).
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "ca2.key", "-out", "ca2.pem", "-subj", "/CN=parapet-test-ca2", "-days", "2")
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "client2.key", "-out", "client2.csr", "-subj", "/CN=client2")
+    run("x509", "-req", "-in", "client2.csr", "-CA", "ca2.pem", "-CAkey", "ca2.key",
+        "-CAcreateserial", "-out", "client2.pem", "-days", "2")
+    # demo.local certificates outside their validity: expired (notAfter = now, checked a
+    # second later) and not valid before 2099 (openssl ca sets the dates).
+    run("x509", "-req", "-in", "demo.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "expired.pem", "-days", "0")
+    with open(os.path.join(d, "ca.cnf"), "w") as f:
+        f.write("[ca]\ndefault_ca=c\n[c]\ndatabase=index.txt\nnew_certs_dir=.\n"
+                "serial=serial\ndefault_md=sha256\npolicy=p\n[p]\ncommonName=supplied\n")
+    open(os.path.join(d, "index.txt"), "w").close()
+    with open(os.path.join(d, "serial"), "w") as f:
+        f.write("1000\n")
+    run("ca", "-config", "ca.cnf", "-batch", "-cert", "ca.pem", "-keyfile", "ca.key",
+        "-in", "demo.csr", "-out", "future.pem", "-notext",
+        "-startdate", "20991231000000Z", "-enddate", "21000101000000Z")
     return d
 
 
@@ -145,6 +166,7 @@ class Tls(ParapetCase):
     def test_no_sni_gets_the_default_certificate(self):
         _, port = self.start()
         with tls_connect(port, None, client_context(verify=False)) as s:
+            self.assertEqual(s.getpeercert(binary_form=True), der("demo"))  # the first tenant's
             self.assertEqual(roundtrip(s, "demo.local").status, 200)
 
     def test_no_sni_refused_when_configured(self):
@@ -162,15 +184,43 @@ class Tls(ParapetCase):
 
     def test_tls_1_1_is_refused(self):
         _, port = self.start()
-        ctx = client_context(verify=False)
+        for version in ("-tls1", "-tls1_1"):
+            # The client offers only the old version (SECLEVEL=0 lets OpenSSL 3 offer it at
+            # all): the server itself must answer with a protocol_version alert.
+            out = subprocess.run(
+                ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
+                 "demo.local", version, "-cipher", "DEFAULT:@SECLEVEL=0"],
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+            text = (out.stdout + out.stderr).decode(errors="replace")
+            self.assertNotEqual(out.returncode, 0, text)
+            self.assertIn("alert protocol version", text, text)
+
+    def test_renegotiation_is_refused(self):
+        _, port = self.start()
+        proc = subprocess.Popen(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "demo.local",
+             "-tls1_2", "-CAfile", f"{CERTS}/ca.pem"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
-            ctx.minimum_version = ssl.TLSVersion.TLSv1
-            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
-            ctx.set_ciphers("ALL:@SECLEVEL=0")
-        except (ValueError, ssl.SSLError):
-            self.skipTest("this Python/OpenSSL cannot even offer TLS 1.1")
-        with self.assertRaises((ssl.SSLError, ConnectionError)):
-            tls_connect(port, "demo.local", ctx)
+            time.sleep(0.5)
+            try:
+                proc.stdin.write(b"R\n")  # s_client: renegotiate
+                proc.stdin.flush()
+                time.sleep(0.5)
+                proc.stdin.write(b"GET /after HTTP/1.1\r\nHost: demo.local\r\n\r\n")
+                proc.stdin.flush()
+            except BrokenPipeError:
+                pass  # s_client already gave up: the server closed the connection
+            out = proc.communicate(timeout=10)[0].decode(errors="replace")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        self.assertIn("RENEGOTIATING", out)
+        # The server never renegotiates: the connection ends, and the request typed after it
+        # is never answered.
+        self.assertNotIn("HTTP/1.1 200", out, out)
+        self.assertRegex(out, "unexpected eof|alert", out)
 
     def test_alpn_selects_http11(self):
         _, port = self.start()
@@ -203,6 +253,167 @@ class Tls(ParapetCase):
         raw.close()
 
 
+def der(name):
+    with open(f"{CERTS}/{name}.pem") as f:
+        return ssl.PEM_cert_to_DER_cert(f.read())
+
+
+class ListenerSettings(ParapetCase):
+    """A listener's own ciphers, TLS 1.3 suites, groups and ticket setting hold for every
+    tenant SNI selects on it (the SSL keeps them when SNI switches its context)."""
+
+    def start(self):
+        origin = self.start_origin()
+        config = tls_config(origin)
+        config["listeners"][1]["tls"] = {"ciphers": "ECDHE-ECDSA-AES256-GCM-SHA384",
+                                         "ciphersuites": "TLS_CHACHA20_POLY1305_SHA256",
+                                         "curves": "P-384", "session_tickets": False}
+        config["listeners"].append({"name": "https2", "address": "127.0.0.1:0", "tls": {}})
+        self.start_parapet(config)
+        return self.parapet.port("https"), self.parapet.port("https2")
+
+    def test_ciphers_suites_and_curves_of_the_listener(self):
+        port, plain_port = self.start()
+        for sni in ("demo.local", "other.example"):
+            with self.subTest(sni=sni):
+                with tls_connect(port, sni) as s:
+                    self.assertEqual(s.cipher()[0], "TLS_CHACHA20_POLY1305_SHA256")
+                    self.assertEqual(roundtrip(s, sni).status, 200)
+                tls12 = client_context(maximum_version=ssl.TLSVersion.TLSv1_2)
+                with tls_connect(port, sni, tls12) as s:
+                    self.assertEqual(s.cipher()[0], "ECDHE-ECDSA-AES256-GCM-SHA384")
+                aes128 = client_context(maximum_version=ssl.TLSVersion.TLSv1_2)
+                aes128.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+                with self.assertRaises(ssl.SSLError):
+                    tls_connect(port, sni, aes128)
+                out = subprocess.run(
+                    ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", sni,
+                     "-groups", "X25519"], stdin=subprocess.DEVNULL, capture_output=True,
+                    timeout=10)
+                self.assertNotEqual(out.returncode, 0)  # no common group
+        # The other listener keeps the defaults.
+        with tls_connect(plain_port, "other.example") as s:
+            self.assertEqual(s.cipher()[0], "TLS_AES_256_GCM_SHA384")
+
+    def test_session_tickets_off(self):
+        port, default_port = self.start()
+        d = tempfile.mkdtemp(prefix="parapet-sess-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", d], check=False)
+        for sni in ("demo.local", "other.example"):
+            out = s_client_session(port, sni, sess_out=f"{d}/s")
+            self.assertIn("HTTP/1.1 200", out)
+            self.assertNotIn("TLS session ticket:", out)
+            out = s_client_session(default_port, sni, sess_out=f"{d}/s")
+            self.assertIn("TLS session ticket:", out)
+
+
+class HandshakeFailures(ParapetCase):
+    """Handshakes that never complete are closed and counted, each by its reason."""
+
+    def scrape(self):
+        with Client(self.parapet.admin_port) as c:
+            c.send(build_request("GET", "/metrics", host="admin"))
+            body = c.response().body.decode()
+        out = {}
+        for line in body.splitlines():
+            if line.startswith("parapet_tls_handshake"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    def test_failures_timeouts_and_abandoned_handshakes_are_counted(self):
+        origin = self.start_origin()
+        self.start_parapet(tls_config(origin, timeouts={"client_header": "1s"}))
+        port = self.parapet.port("https")
+        # Garbage: a plain HTTP request, then a large blob of random bytes.
+        for junk in (b"GET / HTTP/1.1\r\nHost: demo.local\r\n\r\n", os.urandom(256 * 1024)):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+            try:
+                raw.sendall(junk)
+                while raw.recv(4096):
+                    pass
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+            raw.close()
+        # Half a ClientHello, then nothing: closed by client_header (1 s).
+        hello = self.client_hello()
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        raw.sendall(hello[:len(hello) // 2])
+        start = time.monotonic()
+        self.assertEqual(raw.recv(1), b"")
+        self.assertLess(time.monotonic() - start, 3.0)
+        raw.close()
+        # Connect and leave.
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        # Two good handshakes, one resumed.
+        ctx = client_context()
+        with tls_connect(port, "demo.local", ctx) as s:
+            self.assertEqual(roundtrip(s, "demo.local").status, 200)
+            session = s.session
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="demo.local", session=session) as s:
+            self.assertEqual(roundtrip(s, "demo.local").status, 200)
+        time.sleep(0.2)
+        m = self.scrape()
+        self.assertEqual(m['parapet_tls_handshake_failures_total{reason="error"}'], 2, m)
+        self.assertEqual(m['parapet_tls_handshake_failures_total{reason="timeout"}'], 1, m)
+        self.assertEqual(m['parapet_tls_handshake_failures_total{reason="closed"}'], 1, m)
+        self.assertEqual(m['parapet_tls_handshakes_total{resumed="false"}'], 1, m)
+        self.assertEqual(m['parapet_tls_handshakes_total{resumed="true"}'], 1, m)
+        self.assertEqual(origin.requests and len(origin.requests), 2)
+        # The server's memory did not grow with the garbage (one connection at a time, closed).
+        self.assertLess(self.parapet.rss_kib(), 64 * 1024)
+
+    def client_hello(self) -> bytes:
+        """A real ClientHello, captured from Python's ssl over a memory BIO."""
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = client_context().wrap_bio(incoming, outgoing, server_hostname="demo.local")
+        try:
+            obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        return outgoing.read()
+
+
+class TlsAccessLog(ParapetCase):
+
+    def test_version_cipher_sni_and_resumption_are_logged(self):
+        origin = self.start_origin()
+        config = tls_config(origin)
+        d = tempfile.mkdtemp(prefix="parapet-log-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", d], check=False)
+        config["access_log"] = {"path": f"{d}/access.log", "format": "json"}
+        self.start_parapet(config)
+        port = self.parapet.port("https")
+        ctx = client_context()
+        with tls_connect(port, "demo.local", ctx) as s:
+            self.assertEqual(roundtrip(s, "demo.local", "/first").status, 200)
+            session = s.session
+            first_cipher = s.cipher()[0]
+        tls12 = client_context(maximum_version=ssl.TLSVersion.TLSv1_2)
+        tls12.set_ciphers("ECDHE-ECDSA-CHACHA20-POLY1305")
+        with tls_connect(port, "a.demo.local", tls12) as s:
+            self.assertEqual(roundtrip(s, "a.demo.local", "/second").status, 200)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="demo.local", session=session) as s:
+            self.assertEqual(roundtrip(s, "demo.local", "/third").status, 200)
+        self.assertEqual(self.get("/plain", host="demo.local").status, 200)
+        recs = {}
+        deadline = time.monotonic() + 5
+        while len(recs) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            if os.path.exists(f"{d}/access.log"):
+                with open(f"{d}/access.log") as f:
+                    recs = {r["path"]: r for r in map(json.loads, f.read().splitlines())}
+        first, second, third = recs["/first"], recs["/second"], recs["/third"]
+        self.assertEqual((first["tls"], first["cipher"], first["sni"], first["tls_resumed"]),
+                         ("TLSv1.3", first_cipher, "demo.local", False))
+        self.assertEqual((second["tls"], second["cipher"], second["sni"], second["tls_resumed"]),
+                         ("TLSv1.2", "ECDHE-ECDSA-CHACHA20-POLY1305", "a.demo.local", False))
+        self.assertEqual((third["tls"], third["tls_resumed"]), ("TLSv1.3", True))
+        self.assertNotIn("tls", recs["/plain"])
+
+
 class KeyTypes(ParapetCase):
 
     def test_ecdsa_and_rsa_side_by_side(self):
@@ -212,10 +423,6 @@ class KeyTypes(ParapetCase):
             {"cert": f"{CERTS}/demo-rsa.pem", "key": f"{CERTS}/demo-rsa.key"})
         self.start_parapet(config)
         port = self.parapet.port("https")
-        def der(name):
-            with open(f"{CERTS}/{name}.pem") as f:
-                return ssl.PEM_cert_to_DER_cert(f.read())
-
         with tls_connect(port, "demo.local") as s:  # a modern client gets the ECDSA pair
             self.assertEqual(s.getpeercert(binary_form=True), der("demo"))
         rsa_only = client_context(maximum_version=ssl.TLSVersion.TLSv1_2)
@@ -264,7 +471,84 @@ class MutualTls(ParapetCase):
         self.assertEqual(len(origin.requests), 1)
 
 
+    def test_a_client_certificate_counts_only_for_the_tenant_whose_ca_verified_it(self):
+        # demo trusts ca.pem, other trusts ca2.pem, both in status mode. Without SNI the
+        # handshake is demo's (the default certificate): the client's ca.pem certificate is
+        # verified against demo's client_ca, which says nothing about other.
+        origin = self.start_origin()
+        config = tls_config(origin)
+        config["tenants"][0]["tls"]["client_ca"] = f"{CERTS}/ca.pem"
+        config["tenants"][0]["tls"]["client_cert_failure"] = "status"
+        config["tenants"][1]["tls"]["client_ca"] = f"{CERTS}/ca2.pem"
+        config["tenants"][1]["tls"]["client_cert_failure"] = "status"
+        self.start_parapet(config)
+        port = self.parapet.port("https")
+        no_sni = client_context(verify=False)
+        no_sni.load_cert_chain(f"{CERTS}/client.pem", f"{CERTS}/client.key")
+        with tls_connect(port, None, no_sni) as s:
+            self.assertEqual(roundtrip(s, "demo.local").status, 200)
+            self.assertError(roundtrip(s, "other.example"), 403, "tls.client_cert_required")
+        # With SNI, other's own CA verifies its own clients.
+        with tls_connect(port, "other.example", self.with_cert("client2")) as s:
+            self.assertEqual(roundtrip(s, "other.example").status, 200)
+        with tls_connect(port, "other.example", self.with_cert("client")) as s:
+            self.assertError(roundtrip(s, "other.example"), 403, "tls.client_cert_required")
+        self.assertEqual(len(origin.requests), 2)
+
+    def test_tls12_session_resumes_on_an_mtls_tenant(self):
+        origin, port = self.start_mtls("handshake")
+        ctx = self.with_cert("client")
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        with tls_connect(port, "demo.local", ctx) as first:
+            self.assertEqual(roundtrip(first, "demo.local").status, 200)
+            session = first.session
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="demo.local", session=session) as s:
+            self.assertTrue(s.session_reused)
+            self.assertEqual(roundtrip(s, "demo.local").status, 200)
+        self.assertEqual(len(origin.requests), 2)
+
+
+def s_client_session(port, sni, sess_in=None, sess_out=None, request_host=None):
+    """One openssl s_client connection (TLS 1.3), optionally resuming / saving a session;
+    returns its output."""
+    args = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", sni,
+            "-CAfile", f"{CERTS}/ca.pem"]
+    if sess_in:
+        args += ["-sess_in", sess_in]
+    if sess_out:
+        args += ["-sess_out", sess_out]
+    host = request_host or sni
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        time.sleep(0.3)
+        proc.stdin.write(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        proc.stdin.flush()
+        time.sleep(0.5)  # the response, and the ticket sent after the handshake
+        return proc.communicate(timeout=10)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
 class Resumption(ParapetCase):
+
+    def test_a_ticket_of_one_tenant_does_not_resume_under_another(self):
+        origin = self.start_origin()
+        self.start_parapet(tls_config(origin))
+        port = self.parapet.port("https")
+        d = tempfile.mkdtemp(prefix="parapet-sess-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", d], check=False)
+        out = s_client_session(port, "demo.local", sess_out=f"{d}/demo.sess")
+        self.assertIn("HTTP/1.1 200", out)
+        out = s_client_session(port, "demo.local", sess_in=f"{d}/demo.sess")
+        self.assertIn("Reused, TLSv1.3", out)  # the ticket works where it was issued
+        out = s_client_session(port, "other.example", sess_in=f"{d}/demo.sess")
+        self.assertIn("New, TLSv1.3", out)  # and not under another tenant's name
+        self.assertNotIn("Reused,", out)
+        self.assertIn("HTTP/1.1 200", out)
 
     def test_session_resumes_on_new_connections_across_workers(self):
         origin = self.start_origin()
@@ -279,12 +563,12 @@ class Resumption(ParapetCase):
             self.assertFalse(first.session_reused)
         self.assertIsNotNone(session)
         resumed = 0
-        for _ in range(8):  # SO_REUSEPORT spreads these over both workers
+        for _ in range(16):  # SO_REUSEPORT spreads these over both workers
             raw = socket.create_connection(("127.0.0.1", port), timeout=5)
             with ctx.wrap_socket(raw, server_hostname="demo.local", session=session) as s:
                 self.assertEqual(roundtrip(s, "demo.local").status, 200)
                 resumed += s.session_reused
-        self.assertEqual(resumed, 8)
+        self.assertEqual(resumed, 16)
 
 
 class RecordLayer(ParapetCase):
@@ -325,8 +609,17 @@ class RecordLayer(ParapetCase):
                 ctx.set_ciphers(cipher)
                 self.assertEqual(self.exchange(ctx), cipher)
 
-    def test_tls13_default_suite(self):
-        self.assertEqual(self.exchange(client_context()), "TLS_AES_128_GCM_SHA256")
+    def test_tls13_suites_in_the_clients_order(self):
+        # Mozilla intermediate: every suite offered is strong, so the client's order decides
+        # (a client without AES hardware puts ChaCha20 first).
+        self.assertEqual(self.exchange(client_context()), "TLS_AES_256_GCM_SHA384")  # Python's first
+        for suites, chosen in (("TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384",
+                                "TLS_AES_128_GCM_SHA256"),
+                               ("TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+                                "TLS_CHACHA20_POLY1305_SHA256")):
+            out = self.s_client(["-ciphersuites", suites],
+                                [b"GET /x HTTP/1.1\r\nHost: demo.local\r\n\r\n"])
+            self.assertIn(f"Cipher is {chosen}".encode(), out)
 
     def test_tls13_suites_with_openssl_client(self):
         for suite in ("TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"):
@@ -453,13 +746,41 @@ class TlsCheck(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertRegex(r.stderr, r"cannot load key .*(mismatch|does not match)")
 
+    def test_certificates_outside_their_validity_are_config_errors(self):
+        time.sleep(1.1)  # expired.pem's notAfter is the second it was made
+        for name, reason in (("expired", "has expired"), ("future", "is not valid yet")):
+            with self.subTest(cert=name):
+                config = tls_config("127.0.0.1:9")
+                config["tenants"][0]["tls"]["certificates"][0]["cert"] = f"{CERTS}/{name}.pem"
+                r = self.check(config)
+                self.assertEqual(r.returncode, 1)
+                self.assertRegex(r.stderr, r"parapet\.yaml:\d+:\d+: certificate of tenant 'demo': "
+                                 rf"cert '.*{name}\.pem' {reason}")
+
+    def test_unreadable_key_is_a_config_error(self):
+        config = tls_config("127.0.0.1:9")
+        config["tenants"][0]["tls"]["certificates"][0]["key"] = CERTS  # a directory
+        r = self.check(config)
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr, r"parapet\.yaml:\d+:\d+: certificate of tenant 'demo': "
+                         r"cannot load key")
+
+    def test_bad_listener_settings_are_config_errors(self):
+        for key, value, reason in (("ciphers", "NO-SUCH-CIPHER", "no usable cipher in tls.ciphers"),
+                                   ("ciphersuites", "TLS_NOPE", "bad tls.ciphersuites"),
+                                   ("curves", "P-999", "bad tls.curves"),
+                                   ("session_tickets", "maybe", "must be true or false")):
+            with self.subTest(key=key):
+                config = tls_config("127.0.0.1:9")
+                config["listeners"][1]["tls"][key] = value
+                r = self.check(config)
+                self.assertEqual(r.returncode, 1)
+                self.assertRegex(r.stderr, rf"parapet\.yaml:\d+:\d+: .*{reason}")
+
     def test_good_tls_config_passes(self):
         r = self.check(tls_config("127.0.0.1:9"))
         self.assertEqual(r.returncode, 0, r.stderr)
 
-
-if __name__ == "__main__":
-    unittest.main()
 
 
 def origin_context(leaf="demo", client_ca=None) -> ssl.SSLContext:
@@ -597,3 +918,7 @@ class TlsOrigin(ParapetCase):
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn(f"{f.name}:", r.stderr)
         self.assertIn("cannot load tls.ca", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
