@@ -541,7 +541,8 @@ void cache_on_response_head(Exchange* ex) {
       // A HEAD's 200 updates the stale stored GET response when it describes the same
       // representation, and invalidates it otherwise (RFC 9111 4.3.5); the client gets the
       // origin's answer either way.
-      if (cache::head_can_freshen(ec->entry->headers(), ec->entry->body().size(),
+      if (ec->entry->status() == 200 &&
+          cache::head_can_freshen(ec->entry->headers(), ec->entry->body().size(),
                                   ec->resp_fields)) {
         freshen(ec, now, false);
       } else {

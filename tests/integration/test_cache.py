@@ -688,6 +688,16 @@ class Rfc9111(CacheCase):
             self.assertEqual(c.roundtrip("HEAD", "/hd2", host="demo.local").header(
                 "Content-Length"), "7")
         self.assertIn("fwd=uri-miss", self.get("/hd2").header("Cache-Status"))
+        # A stored 404 is not turned into a 200 by the HEAD's answer: invalidated.
+        self.routes.routes["/hd3"] = lambda req: Reply(
+            200 if req.method == "HEAD" else 404, body=b"hello",
+            headers=[("Cache-Control", "max-age=60" if req.method == "HEAD" else "max-age=0")])
+        self.assertStatus(self.get("/hd3"), 404)
+        with Client(self.parapet.port("http")) as c:
+            self.assertStatus(c.roundtrip("HEAD", "/hd3", host="demo.local"), 200)
+        r = self.get("/hd3")
+        self.assertIn("fwd=uri-miss", r.header("Cache-Status"))
+        self.assertStatus(r, 404)
 
 
 class Tenancy(CacheCase):
