@@ -477,6 +477,9 @@ class Rfc9111(CacheCase):
         self.assertEqual(len(reqs), 3)
         self.assertEqual(reqs[1].header("If-None-Match"), '"v1"')
         self.assertIsNone(reqs[2].header("If-None-Match"))  # sent again as the client sent it
+        # Still one exchange: the same trace (the forwarded head was built a second time).
+        self.assertIsNotNone(reqs[2].header("traceparent"))
+        self.assertEqual(reqs[2].header("traceparent")[3:35], reqs[1].header("traceparent")[3:35])
         # The refetched 200 was stored.
         self.assertRegex(self.get("/m").header("Cache-Status"), r"^parapet; hit")
         self.assertEqual(self.hits("/m"), 3)
