@@ -288,6 +288,7 @@ std::string Server::metrics_text() const {
       sample(req_s, "parapet_cache_lookups_total", l + ",result=\"coalesced\"", c.coalesced);
       sample(req_s, "parapet_cache_lookups_total", l + ",result=\"pass\"", c.passes);
       sample(req_s, "parapet_cache_lookups_total", l + ",result=\"stale\"", c.stale);
+      sample(req_s, "parapet_cache_lookups_total", l + ",result=\"revalidated\"", c.revalidated);
       sample(events, "parapet_cache_events_total", l + ",event=\"store\"", c.stores);
       sample(events, "parapet_cache_events_total", l + ",event=\"eviction\"", c.evictions);
       sample(events, "parapet_cache_events_total", l + ",event=\"purge\"", c.purges);
@@ -296,7 +297,9 @@ std::string Server::metrics_text() const {
       sample(bytes, "parapet_cache_bytes", l, c.bytes);
     }
     header(m, "parapet_cache_lookups_total", "counter",
-           "Cache lookups by result (stale: served stale).");
+           "Cache lookups by how they were answered: hit (fresh from the cache), stale (stale "
+           "from the cache, unvalidated), revalidated (stale, then a 304 from the origin), miss "
+           "(by the origin), coalesced (waited for another request's fill), pass (unstored).");
     m += req_s;
     header(m, "parapet_cache_events_total", "counter", "Cache stores, evictions, purges, aborts.");
     m += events;

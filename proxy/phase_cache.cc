@@ -251,12 +251,15 @@ void go_upstream(ExchangeCache* ec) {
   c->flush_all();
 }
 
-bool unsafe_method(int m) {
-  return m == HTTP_POST || m == HTTP_PUT || m == HTTP_DELETE || m == HTTP_PATCH;
+// RFC 9110 9.2.1: the safe methods. Every other method, including one whose safety is unknown
+// (an extension method), is unsafe for the cache (RFC 9111 4.4).
+bool safe_method(int m) {
+  return m == HTTP_GET || m == HTTP_HEAD || m == HTTP_OPTIONS || m == HTTP_TRACE;
 }
 
-// RFC 9111 4.4: after an unsafe request succeeded, its URL and the same-host URLs of Location
-// and Content-Location are invalidated.
+// RFC 9111 4.4: after an unsafe request got a non-error answer, its URL and the URLs of
+// Location and Content-Location (references resolved against the request's URI) are
+// invalidated; the latter only on the request's host.
 void invalidate(ExchangeCache* ec) {
   Exchange* ex = ec->ex;
   cache::Store* store = ex->client->wk()->cache();
@@ -265,22 +268,63 @@ void invalidate(ExchangeCache* ec) {
   for (const HeaderSpan& hs : ex->resp.headers) {
     std::string_view name = ex->resp.name(hs);
     if (!cache::ieq(name, "location") && !cache::ieq(name, "content-location")) continue;
-    std::string_view v = ex->resp.value(hs);
-    std::string_view target;
-    if (!v.empty() && v[0] == '/' && (v.size() < 2 || v[1] != '/')) {
-      target = v;
-    } else {
-      size_t scheme_end = v.find("://");
-      if (scheme_end == std::string_view::npos) continue;
-      std::string_view rest = v.substr(scheme_end + 3);
-      size_t slash = rest.find('/');
-      std::string_view host = rest.substr(0, slash);
-      if (!cache::ieq(host, ex->host)) continue;  // another host: not ours to invalidate
-      target = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
-    }
+    std::optional<cache::ResolvedUri> u =
+        cache::resolve_reference(scheme_of(ex), ex->host, ex->target, ex->resp.value(hs));
+    if (!u || !cache::same_host(u->authority, ex->host)) continue;  // not ours to invalidate
     store->purge_key(
-        cache::make_key(tenant_of(ex), scheme_of(ex), ex->host, target, rt.key, ec->req_fields));
+        cache::make_key(tenant_of(ex), u->scheme, u->authority, u->target, rt.key, ec->req_fields));
   }
+}
+
+// Request `Cache-Control: only-if-cached` and nothing stored may answer it (RFC 9111 5.2.1.7):
+// 504, and the origin is not contacted.
+Flow only_if_cached_timeout(ExchangeCache* ec) {
+  Exchange* ex = ec->ex;
+  ec->fill.reset();
+  if (ec->entry) {
+    ec->entry->unsubscribe(ec);
+    ec->entry.reset();
+  }
+  ec->mode = ExchangeCache::Mode::Pass;
+  ec->status = cache::CacheStatus{};  // not forwarded: neither hit nor fwd
+  ec->status.detail = "only-if-cached";
+  ec->status_value = cache::cache_status_value("parapet", ec->status);
+  std::string extra = "Cache-Status: " + ec->status_value + "\r\n";
+  ex->client->reply(504, "cache.only_if_cached", false, extra);
+  return Flow::Respond;
+}
+
+// A 304 (or a HEAD's 200) selected `ec->entry`: its updated copy replaces it in the store.
+// `adopt`: the exchange answers from the updated copy (not while it is serving the old one).
+void freshen(ExchangeCache* ec, int64_t now, bool adopt) {
+  cache::MergedFields merged;
+  cache::merge_304(ec->entry->headers(), ec->resp_fields, &merged);
+  cache::EntryMeta meta = cache::freshened_meta(ec->entry->status(), merged.fields, ec->resp_fields,
+                                                ec->request_time, now, *ec->policy);
+  if (ec->fill->begin_revalidated(*ec->entry, merged.fields, meta, ec->req_fields) && adopt) {
+    ec->entry = ec->fill->entry();
+  }
+  ec->fill.reset();
+}
+
+// The origin's 304 selected no stored response: the request goes to the origin again, as the
+// client sent it (its own conditionals included, none of ours), with the fill kept for the
+// answer. Runs once the 304 has been read (cache_take_over). False: answered locally instead.
+bool refetch(ExchangeCache* ec) {
+  Exchange* ex = ec->ex;
+  ClientConn* c = ex->client;
+  ec->refetch = false;
+  ec->swallow = false;
+  ec->status.fwd_status = 0;  // the 304 is not what the client gets
+  ex->resp_done = false;
+  ex->attempts = 0;
+  ex->failed_server = UINT32_MAX;
+  if (phase_upstream(ex) == Flow::Respond) {
+    c->out.flush();
+    return false;  // a local error answer: the exchange ends
+  }
+  c->flush_all();
+  return true;
 }
 
 }  // namespace
@@ -309,19 +353,22 @@ Flow phase_cache(Exchange* ex) {
   ec->key =
       cache::make_key(tenant_of(ex), scheme_of(ex), ex->host, ex->target, rt.key, ec->req_fields);
   const int method = ex->req.method;
-  if (unsafe_method(method)) {
+  if (!safe_method(method)) {
+    // Written through to the origin whatever the request says (RFC 9111 4).
     ec->mode = ExchangeCache::Mode::Invalidate;
     ec->status.fwd = cache::CacheStatus::Fwd::Method;
     return Flow::Continue;
   }
+  ec->req_cc = cache::parse_request_cache_control(ec->req_fields);
+  const bool only_if_cached = ec->req_cc.only_if_cached;
   if ((method != HTTP_GET && method != HTTP_HEAD) || ex->has_body) {
     ec->status.fwd = cache::CacheStatus::Fwd::Method;
-    return Flow::Continue;
+    return only_if_cached ? only_if_cached_timeout(ec) : Flow::Continue;
   }
   const CacheRuntime::Rule* rule = match_rule(rt, ex, ec->req_fields);
   if ((rule != nullptr && rule->cfg->bypass) || (ex->policy_active && ex->policy->cache_bypass)) {
     ec->status.fwd = cache::CacheStatus::Fwd::Bypass;
-    return Flow::Continue;
+    return only_if_cached ? only_if_cached_timeout(ec) : Flow::Continue;
   }
   ec->policy = rule != nullptr ? &rule->policy : &rt.base;
   if (ex->policy_active && ex->policy->cache_ttl_s >= 0) {
@@ -331,10 +378,15 @@ Flow phase_cache(Exchange* ex) {
     ec->own_policy.cache_everything_ttl = ex->policy->cache_ttl_s;
     ec->policy = &ec->own_policy;
   }
-  ec->req_cc = cache::parse_request_cache_control(ec->req_fields);
+  // Request no-store: nothing of this request or its response is stored (RFC 9111 5.2.1.5), so
+  // it neither fills nor refreshes; only-if-cached: the origin is not contacted. Neither waits
+  // for another request's fill.
+  const bool no_store = ec->req_cc.no_store;
+  const bool may_fill = !no_store && !only_if_cached;
   const int64_t now = now_s();
   ec->request_time = now;
-  cache::Store::Lookup r = store->lookup(ec->key, ec->req_fields, ec);
+  cache::Store::Lookup r = store->lookup(ec->key, ec->req_fields, ec, may_fill);
+  using Result = cache::Store::Result;
   switch (r.kind) {
     case cache::Store::Lookup::Kind::Hit: {
       ec->entry = std::move(r.entry);
@@ -343,11 +395,11 @@ Flow phase_cache(Exchange* ex) {
           ec->entry->state() == cache::Entry::State::Complete) {
         // Answer now from the stale entry; refresh it once (a refresh already in flight for
         // this key makes this one a plain stale hit).
-        store->note_stale(ec->key);
+        store->recount(ec->key, Result::Hit, Result::Stale);
         ec->status.hit = true;
         ec->status.detail = "stale-while-revalidate";
-        if (method == HTTP_GET) {
-          cache::Store::Lookup rv = store->revalidate(ec->key, nullptr);
+        if (method == HTTP_GET && may_fill) {
+          cache::Store::Lookup rv = store->revalidate(ec->key);
           if (rv.kind == cache::Store::Lookup::Kind::Miss) {
             ec->fill = std::move(rv.fill);
             ec->background = true;
@@ -358,20 +410,30 @@ Flow phase_cache(Exchange* ex) {
         return ec->background ? Flow::Continue : Flow::Respond;
       }
       if (d.verdict == cache::Verdict::Fresh || d.verdict == cache::Verdict::StaleAcceptable) {
-        if (d.verdict == cache::Verdict::StaleAcceptable) store->note_stale(ec->key);
+        const Result counted =
+            d.verdict == cache::Verdict::StaleAcceptable ? Result::Stale : Result::Hit;
+        if (counted == Result::Stale) store->recount(ec->key, Result::Hit, Result::Stale);
         ec->status.hit = true;
         if (start_serving(ec, d, true)) return Flow::Respond;
+        // A precondition only the origin can judge (If-Match, If-Unmodified-Since).
+        store->recount(ec->key, counted, Result::Miss);
         ec->status.hit = false;
         ec->status.fwd = cache::CacheStatus::Fwd::Request;
         ec->entry->unsubscribe(ec);
         ec->entry.reset();
-        return Flow::Continue;
+        return only_if_cached ? only_if_cached_timeout(ec) : Flow::Continue;
       }
       // Stale: ask the origin whether it changed (the entry answers a 304, or a failure
-      // within stale-if-error).
+      // within stale-if-error). Counted as a miss until a 304 makes it a revalidation.
       ec->entry->unsubscribe(ec);
+      store->recount(ec->key, Result::Hit, Result::Miss);
+      if (only_if_cached) return only_if_cached_timeout(ec);
       ec->status.fwd = cache::CacheStatus::Fwd::Stale;
-      cache::Store::Lookup rv = store->revalidate(ec->key, nullptr);
+      if (!may_fill) {
+        ec->entry.reset();  // no-store: the request goes through as sent, nothing is stored
+        return Flow::Continue;
+      }
+      cache::Store::Lookup rv = store->revalidate(ec->key);
       if (rv.kind == cache::Store::Lookup::Kind::Miss) {
         ec->fill = std::move(rv.fill);
         ec->mode = ExchangeCache::Mode::Revalidate;
@@ -392,9 +454,13 @@ Flow phase_cache(Exchange* ex) {
       return Flow::Respond;
     }
     case cache::Store::Lookup::Kind::Miss:
+      // RFC 9211: vary-miss when the URL has stored responses, none for this request's Vary
+      // values.
+      ec->status.fwd =
+          r.other_variants ? cache::CacheStatus::Fwd::VaryMiss : cache::CacheStatus::Fwd::UriMiss;
+      if (only_if_cached) return only_if_cached_timeout(ec);
       ec->fill = std::move(r.fill);
-      ec->mode = ExchangeCache::Mode::Fetch;
-      ec->status.fwd = cache::CacheStatus::Fwd::UriMiss;
+      if (ec->fill) ec->mode = ExchangeCache::Mode::Fetch;
       return Flow::Continue;
     case cache::Store::Lookup::Kind::Pass:
       ec->status.fwd = cache::CacheStatus::Fwd::Miss;
@@ -436,13 +502,13 @@ void cache_on_response_head(Exchange* ex) {
   if (ec->background) {
     // A refresh behind a stale answer: nothing of it reaches the client.
     ec->status.fwd_status = st;
-    if (st == 304 && cache::can_freshen(ec->entry->headers(), ec->resp_fields)) {
-      cache::MergedFields merged;
-      cache::merge_304(ec->entry->headers(), ec->resp_fields, &merged);
-      cache::EntryMeta meta =
-          cache::make_meta(ec->entry->status(), merged.fields, ec->request_time, now, *ec->policy);
-      ec->fill->begin_revalidated(*ec->entry, merged.fields, meta, ec->req_fields);
-      ec->fill.reset();
+    if (st == 304) {
+      // One that selects no stored response updates nothing (RFC 9111 4.3.4).
+      if (cache::can_freshen(ec->entry->headers(), ec->resp_fields)) {
+        freshen(ec, now, false);
+      } else {
+        ec->fill.reset();
+      }
       return;
     }
     if (st >= 500) {
@@ -451,21 +517,39 @@ void cache_on_response_head(Exchange* ex) {
     }
   } else if (ec->mode == ExchangeCache::Mode::Revalidate && ec->entry) {
     ec->status.fwd_status = st;
-    if (st == 304 && cache::can_freshen(ec->entry->headers(), ec->resp_fields)) {
-      cache::MergedFields merged;
-      cache::merge_304(ec->entry->headers(), ec->resp_fields, &merged);
-      cache::EntryMeta meta =
-          cache::make_meta(ec->entry->status(), merged.fields, ec->request_time, now, *ec->policy);
-      if (ec->fill->begin_revalidated(*ec->entry, merged.fields, meta, ec->req_fields)) {
-        ec->entry = ec->fill->entry();
+    cache::Store* store = ex->client->wk()->cache();
+    if (st == 304) {
+      if (cache::can_freshen(ec->entry->headers(), ec->resp_fields)) {
+        freshen(ec, now, true);
+        store->recount(ec->key, cache::Store::Result::Miss, cache::Store::Result::Revalidated);
+        ec->swallow = ec->serve_after_origin = true;
+        return;
       }
-      ec->fill.reset();
-      ec->swallow = ec->serve_after_origin = true;
+      // The 304 selects no stored response: it must update nothing, and it answers our
+      // validators, not a question the client asked. The request goes again (refetch()).
+      ec->entry.reset();
+      ec->mode = ExchangeCache::Mode::Fetch;
+      ec->refetch = ec->swallow = true;
       return;
     }
     if (st >= 500 && ec->stale_if_error) {
       ec->fill.reset();
       ec->swallow = ec->serve_after_origin = true;
+      return;
+    }
+    if (ex->is_head && st == 200) {
+      // A HEAD's 200 updates the stale stored GET response when it describes the same
+      // representation, and invalidates it otherwise (RFC 9111 4.3.5); the client gets the
+      // origin's answer either way.
+      if (ec->entry->status() == 200 &&
+          cache::head_can_freshen(ec->entry->headers(), ec->entry->body().size(),
+                                  ec->resp_fields)) {
+        freshen(ec, now, false);
+      } else {
+        ec->fill.reset();
+        store->purge_key(ec->key);
+      }
+      ec->entry.reset();
       return;
     }
     ec->entry.reset();  // replaced by whatever the origin sent
@@ -502,6 +586,7 @@ void cache_on_body(Exchange* ex, const char* p, size_t n) {
 
 void cache_on_complete(Exchange* ex) {
   ExchangeCache* ec = ex->cache.get();
+  if (ec->refetch) return;  // a swallowed 304: the fill waits for the refetch's answer
   if (ec->fill) {
     ec->fill->finish();
     ec->fill.reset();
@@ -516,7 +601,8 @@ bool cache_on_upstream_failure(Exchange* ex) {
   ec->fill.reset();
   ec->swallow = false;
   ec->serve_after_origin = false;
-  ex->client->wk()->cache()->note_stale(ec->key);
+  ex->client->wk()->cache()->recount(ec->key, cache::Store::Result::Miss,
+                                     cache::Store::Result::Stale);
   cache::Decision d = cache::decide(ec->entry->meta(), ec->req_cc, *ec->policy, now_s());
   ec->status.detail = "stale-if-error";
   start_serving(ec, d, false);
@@ -531,12 +617,14 @@ bool cache_take_over(Exchange* ex) {
     ex->resp_done = false;         // the stale answer is still being written
     return true;
   }
+  if (ec->refetch) return refetch(ec);
   if (!ec->serve_after_origin || !ec->entry) return false;
   ec->serve_after_origin = false;
   ec->swallow = false;
   ex->resp_done = false;
   if (ec->status.fwd_status >= 500) {
-    ex->client->wk()->cache()->note_stale(ec->key);
+    ex->client->wk()->cache()->recount(ec->key, cache::Store::Result::Miss,
+                                       cache::Store::Result::Stale);
     ec->status.detail = "stale-if-error";
   }
   cache::Decision d = cache::decide(ec->entry->meta(), ec->req_cc, *ec->policy, now_s());
@@ -558,8 +646,14 @@ bool cache_resume(Exchange* ex) {
       c->wk()->timers().disarm(&c->timer);
       if (st != cache::Entry::State::Aborted && ec->entry->has_head() &&
           ec->entry->matches(ec->key, ec->req_fields)) {
+        // Coalescing shares a response only with requests that may reuse it (RFC 9111 4): not
+        // one that is stale on arrival (max-age=0, no-cache, ...) or that this request's own
+        // directives refuse.
         cache::Decision d = cache::decide(ec->entry->meta(), ec->req_cc, *ec->policy, now_s());
-        if (start_serving(ec, d, true)) return true;
+        if ((d.verdict == cache::Verdict::Fresh || d.verdict == cache::Verdict::StaleAcceptable) &&
+            start_serving(ec, d, true)) {
+          return true;
+        }
       }
       go_upstream(ec);
       return true;

@@ -13,7 +13,9 @@
 //                    and serves the entry as it streams, or goes upstream if it aborts or is
 //                    another variant. Progress made on another worker's thread wakes this
 //                    worker through its async handle.
-//   unsafe method    a 2xx/3xx answer purges the URL and its Location / Content-Location.
+//   unsafe method    (any but GET, HEAD, OPTIONS, TRACE) a 2xx/3xx answer purges the URL and
+//                    its Location / Content-Location (same host).
+//   only-if-cached   nothing stored may answer: 504, the origin is not contacted.
 // Every answer of a caching tenant carries Cache-Status (RFC 9211).
 #pragma once
 
@@ -67,6 +69,10 @@ struct ExchangeCache final : cache::FillObserver {
   bool serve_after_origin = false;  // a 304 or a failure was swallowed: answer from `entry`
   bool swallow = false;             // the origin's response is not relayed
   bool stale_if_error = false;      // `entry` may answer if the origin fails
+  // The origin's 304 to our revalidation selected no stored response: once it is read, the
+  // request goes to the origin again as the client sent it (a client never gets a 304 to a
+  // question it did not ask).
+  bool refetch = false;
   // stale-while-revalidate: the client is answered from `entry` at once while this exchange
   // revalidates it; the exchange ends when both parts are done (the connection's next request
   // waits for the refresh, the client already has its whole answer).

@@ -164,7 +164,9 @@ void join_values(const MessageHead& m, Hdr cls, std::string& out) {
   }
 }
 
-// False when the request cannot be forwarded faithfully (too many Connection tokens).
+// False when the request cannot be forwarded faithfully (too many Connection tokens). May run
+// again for the same exchange (the cache re-sends a request): the trace context chosen the
+// first time is kept.
 bool build_forward_head(Exchange* ex) {
   const MessageHead& r = ex->req;
   std::string& f = ex->fwd;
@@ -177,7 +179,13 @@ bool build_forward_head(Exchange* ex) {
   ConnTokens conn;
   conn.collect(r);
   if (conn.overflow) return false;
-  bool saw_xff = false, saw_via = false, saw_id = false, saw_host = false;
+  bool saw_xff = false, saw_via = false, saw_id = false, saw_host = false, sent_trace = false;
+  auto append_trace = [&](std::string_view name) {
+    char tp[55];
+    format_traceparent(ex->trace, tp);
+    append_header(f, name, std::string_view(tp, sizeof tp));
+    sent_trace = true;
+  };
   char ip[64];
   ex->format_peer(ip, sizeof ip);
   for (const HeaderSpan& h : r.headers) {
@@ -230,13 +238,14 @@ bool build_forward_head(Exchange* ex) {
         continue;
       case Hdr::TraceParent: {
         // parapet is a span of the trace: same trace id, its own span id (W3C Trace Context).
-        TraceContext parent;
-        if (ex->has_trace || !parse_traceparent(value, &parent)) continue;  // invalid: replaced
-        ex->trace = child_context(&parent, ex->client->wk()->rng());
-        ex->has_trace = true;
-        char tp[55];
-        format_traceparent(ex->trace, tp);
-        append_header(f, name, std::string_view(tp, sizeof tp));
+        if (sent_trace) continue;
+        if (!ex->has_trace) {
+          TraceContext parent;
+          if (!parse_traceparent(value, &parent)) continue;  // invalid: replaced below
+          ex->trace = child_context(&parent, ex->client->wk()->rng());
+          ex->has_trace = true;
+        }
+        append_trace(name);
         continue;
       }
       case Hdr::XRequestId:
@@ -270,12 +279,12 @@ bool build_forward_head(Exchange* ex) {
   if (!ex->host.empty()) append_header(f, "X-Forwarded-Host", ex->host);
   if (!saw_via) f.append("Via: 1.1 parapet\r\n");
   if (!saw_id) append_header(f, "X-Request-Id", ex->request_id);
-  if (!ex->has_trace) {
-    ex->trace = child_context(nullptr, ex->client->wk()->rng());
-    ex->has_trace = true;
-    char tp[55];
-    format_traceparent(ex->trace, tp);
-    append_header(f, "traceparent", std::string_view(tp, sizeof tp));
+  if (!sent_trace) {
+    if (!ex->has_trace) {
+      ex->trace = child_context(nullptr, ex->client->wk()->rng());
+      ex->has_trace = true;
+    }
+    append_trace("traceparent");
   }
   if (r.upgrade) f.append("Connection: upgrade\r\n");
   if (ex->cache) cache_add_request_headers(ex, f);

@@ -76,21 +76,29 @@ std::vector<std::pair<std::string, std::string>> revalidation_fields(Fields stor
 }
 
 bool can_freshen(Fields stored, Fields nm) {
-  auto new_etag = first_value(nm, "etag");
   auto old_etag = first_value(stored, "etag");
-  if (new_etag) {
+  // A strong validator identifies the stored response by strong comparison; a weak one by
+  // weak comparison (RFC 9111 4.3.4, first and second rules).
+  if (auto new_etag = first_value(nm, "etag")) {
     if (!old_etag) return false;
     return is_weak(*new_etag) ? etag_weak_equal(*new_etag, *old_etag)
                               : etag_strong_equal(*new_etag, *old_etag);
   }
-  auto new_lm = first_value(nm, "last-modified");
-  if (new_lm) {
-    auto old_lm = first_value(stored, "last-modified");
+  auto old_lm = first_value(stored, "last-modified");
+  if (auto new_lm = first_value(nm, "last-modified")) {
     auto a = parse_http_date(*new_lm);
     auto b = old_lm ? parse_http_date(*old_lm) : std::nullopt;
     return a && b && *a == *b;
   }
-  return true;
+  // No validator at all: only a stored response that has none either (third rule; the
+  // caller's lookup selected the single stored response of this request).
+  return !old_etag && !old_lm;
+}
+
+bool head_can_freshen(Fields stored, uint64_t stored_length, Fields head) {
+  if (!can_freshen(stored, head)) return false;
+  auto cl = first_value(head, "content-length");
+  return !cl || *cl == std::to_string(stored_length);
 }
 
 void merge_304(Fields stored, Fields nm, MergedFields* out) {
@@ -110,10 +118,14 @@ void merge_304(Fields stored, Fields nm, MergedFields* out) {
     }
     return false;
   };
+  // A 304 without Date: the stored Date goes too, so the entry's date is the time the 304
+  // arrived (RFC 9110 6.6.1) and its apparent age restarts from there (RFC 9111 4.2.3).
+  const bool drop_date = !has_field(nm, "date");
   out->owned.clear();
   out->fields.clear();
   for (const Field& f : stored) {
-    if (!replaced(f.name)) out->owned.emplace_back(std::string(f.name), std::string(f.value));
+    if (replaced(f.name) || (drop_date && ieq(f.name, "date"))) continue;
+    out->owned.emplace_back(std::string(f.name), std::string(f.value));
   }
   for (const Field& f : nm) {
     if (updatable(f.name)) out->owned.emplace_back(std::string(f.name), std::string(f.value));

@@ -39,13 +39,20 @@ std::vector<Field> not_modified_fields(Fields stored);
 // Fields to add to the request sent to the origin: If-None-Match from ETag, If-Modified-Since
 // from Last-Modified. (The client's own conditionals are removed by the caller first.)
 std::vector<std::pair<std::string, std::string>> revalidation_fields(Fields stored);
-// Whether a 304 from the origin applies to this stored response (4.3.4): a strong ETag in the 304
-// must equal the stored one strongly, a weak one weakly; with only Last-Modified, it must be
-// equal; a 304 without validators freshens the (single) stored response.
+// Whether a 304 from the origin selects this stored response for update (4.3.4), in this
+// order: a strong ETag in the 304 must equal the stored one strongly, a weak one weakly; else a
+// Last-Modified must equal the stored one; else (no validator in the 304) the stored response
+// must have no validator either (ETag or Last-Modified). The caller's lookup has selected the
+// single stored response of the request. False: the cache MUST NOT update anything with it.
 bool can_freshen(Fields stored, Fields not_modified);
+// A 200 to a HEAD sent for a stale stored GET response (4.3.5): it may update the stored
+// response when its validators match as for a 304 and its Content-Length, when present, equals
+// the stored body's length. False: the stored response is to be treated as stale (invalidated).
+bool head_can_freshen(Fields stored, uint64_t stored_length, Fields head);
 // Stored fields updated with a 304's (3.2): a field present in the 304 replaces all stored lines
 // of that name, others are kept; Content-Length, Content-Encoding and Content-Range are never
-// updated (the stored body depends on them), nor the fields a cache does not store.
+// updated (the stored body depends on them), nor the fields a cache does not store. A 304
+// without Date drops the stored Date (the receipt time of the 304 stands in for it).
 struct MergedFields {
   std::vector<std::pair<std::string, std::string>> owned;
   std::vector<Field> fields;  // views into `owned`

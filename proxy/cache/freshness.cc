@@ -31,6 +31,15 @@ void keep_min(int64_t* slot, std::optional<int64_t> v) {
   *slot = *slot < 0 ? x : std::min(*slot, x);
 }
 
+// A freshness directive (max-age, s-maxage): a duplicate with another value makes it 0, i.e.
+// the response is stale (RFC 9111 4.2.1 offers "use the first" or "consider it stale"; stale
+// is the choice that never serves what the origin may not have meant); an invalid argument
+// is 0 too.
+void keep_consistent(int64_t* slot, std::optional<int64_t> v) {
+  int64_t x = v.value_or(0);
+  *slot = *slot < 0 || *slot == x ? x : 0;
+}
+
 void add_field_names(std::string_view arg, std::vector<std::string>* out) {
   for_each_element(arg, [&](std::string_view name) {
     out->push_back(lower(name));
@@ -73,18 +82,20 @@ CacheControl parse_cache_control(Fields f) {
   std::string scratch;
   for_each_element(f, "cache-control", [&](std::string_view el) {
     cc.present = true;
+    // cache-directive = token [ "=" ( token / quoted-string ) ]: no whitespace around "=",
+    // so "max-age =5" is another (unknown) directive and "max-age= 5" has an invalid argument.
     std::string_view name = el, arg;
     bool has_arg = false;
     if (size_t eq = el.find('='); eq != std::string_view::npos) {
-      name = trim_ows(el.substr(0, eq));
-      arg = unquote(trim_ows(el.substr(eq + 1)), &scratch);
+      name = el.substr(0, eq);
+      arg = unquote(el.substr(eq + 1), &scratch);
       has_arg = true;
     }
     auto delta = [&]() { return has_arg ? parse_delta_seconds(arg) : std::nullopt; };
     if (ieq(name, "max-age")) {
-      keep_min(&cc.max_age, delta());
+      keep_consistent(&cc.max_age, delta());
     } else if (ieq(name, "s-maxage")) {
-      keep_min(&cc.s_maxage, delta());
+      keep_consistent(&cc.s_maxage, delta());
     } else if (ieq(name, "max-stale")) {
       // A bare max-stale accepts any staleness.
       keep_min(&cc.max_stale, has_arg ? delta() : std::optional<int64_t>(kMaxDelta));
@@ -275,6 +286,16 @@ EntryMeta make_meta(uint16_t status, Fields resp, int64_t request_time, int64_t 
   m.immutable = cc.immutable;
   m.stale_while_revalidate = cc.stale_while_revalidate;
   m.stale_if_error = cc.stale_if_error;
+  return m;
+}
+
+EntryMeta freshened_meta(uint16_t status, Fields merged, Fields not_modified, int64_t request_time,
+                         int64_t response_time, const Policy& policy) {
+  EntryMeta m = make_meta(status, merged, request_time, response_time, policy);
+  m.age_value = 0;
+  if (auto a = first_value(not_modified, "age")) m.age_value = parse_delta_seconds(*a).value_or(0);
+  m.corrected_initial_age =
+      corrected_initial_age(m.age_value, m.date_value, request_time, response_time);
   return m;
 }
 

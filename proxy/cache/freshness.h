@@ -21,11 +21,14 @@ namespace parapet::cache {
 // Parsed Cache-Control (RFC 9111 5.2) of a request or a response; directives of both kinds are
 // collected and the caller reads the ones that apply. Integer arguments are -1 when absent.
 //
-// Duplicates and invalid values (RFC 9111 4.2.1): a directive given twice keeps its first value
-// unless the two disagree, in which case the most restrictive reading wins (the smaller age,
-// freshness-wise); an argument that is not delta-seconds (e.g. "max-age=1.5", "max-age=-1",
-// "max-age") makes a freshness directive 0, i.e. the response is stale, as the RFC encourages.
-// Arguments may be tokens or quoted strings (RFC 9111 5.2: recipients accept both forms).
+// Duplicates and invalid values (RFC 9111 4.2.1): max-age or s-maxage given twice with two
+// different values is 0, i.e. the response is stale (the RFC's "consider it stale" option;
+// the same value twice is that value); other duplicated ages (max-stale, stale-while-revalidate,
+// stale-if-error) keep the smaller, more restrictive one. An argument that is not delta-seconds
+// (e.g. "max-age=1.5", "max-age=-1", "max-age", "max-age= 5") makes a freshness directive 0,
+// i.e. the response is stale, as the RFC encourages. Arguments may be tokens or quoted strings
+// (RFC 9111 5.2: recipients accept both forms); whitespace around "=" is not allowed by the
+// grammar, so "max-age =5" is not max-age.
 struct CacheControl {
   int64_t max_age = -1;
   int64_t s_maxage = -1;
@@ -109,6 +112,12 @@ struct EntryMeta {
 
 EntryMeta make_meta(uint16_t status, Fields resp, int64_t request_time, int64_t response_time,
                     const Policy& policy);
+// The meta of a stored response freshened by a 304 (RFC 9111 4.3.4): `merged` is
+// merge_304(stored, not_modified) (so Date is the 304's, or absent when the 304 had none and the
+// receipt time stands in for it), and the Age that counts is the 304's own (Age is never
+// stored, so it is read from `not_modified`): the freshened entry's age is the 304's age.
+EntryMeta freshened_meta(uint16_t status, Fields merged, Fields not_modified, int64_t request_time,
+                         int64_t response_time, const Policy& policy);
 
 // Freshness lifetime (RFC 9111 4.2.1, shared cache): s-maxage > max-age > Expires - Date >
 // heuristic (4.2.2). An Expires that is not a valid date means already expired.

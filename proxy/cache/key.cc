@@ -84,6 +84,125 @@ CacheKey url_key(std::string_view tenant, std::string_view url) {
   return k;
 }
 
+namespace {
+
+// RFC 3986 5.2.4.
+std::string remove_dot_segments(std::string_view in) {
+  std::string out;
+  auto pop_last = [&]() {
+    size_t p = out.rfind('/');
+    out.resize(p == std::string::npos ? 0 : p);
+  };
+  while (!in.empty()) {
+    if (in.starts_with("../")) {
+      in.remove_prefix(3);
+    } else if (in.starts_with("./")) {
+      in.remove_prefix(2);
+    } else if (in.starts_with("/./")) {
+      in.remove_prefix(2);
+    } else if (in == "/.") {
+      in = "/";
+    } else if (in.starts_with("/../")) {
+      in.remove_prefix(3);
+      pop_last();
+    } else if (in == "/..") {
+      in = "/";
+      pop_last();
+    } else if (in == "." || in == "..") {
+      in = {};
+    } else {
+      size_t end = in.find('/', 1);
+      if (end == std::string_view::npos) end = in.size();
+      out.append(in.substr(0, end));
+      in.remove_prefix(end);
+    }
+  }
+  return out;
+}
+
+bool scheme_char(char c, bool first) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  return !first && ((c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.');
+}
+
+std::string_view host_part(std::string_view authority) {
+  if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
+    authority.remove_prefix(at + 1);
+  }
+  if (!authority.empty() && authority[0] == '[') {
+    size_t close = authority.find(']');
+    return close == std::string_view::npos ? authority : authority.substr(0, close + 1);
+  }
+  authority = authority.substr(0, authority.rfind(':'));
+  if (!authority.empty() && authority.back() == '.') authority.remove_suffix(1);
+  return authority;
+}
+
+}  // namespace
+
+bool same_host(std::string_view a, std::string_view b) {
+  std::string_view ha = host_part(a), hb = host_part(b);
+  return !ha.empty() && ieq(ha, hb);
+}
+
+std::optional<ResolvedUri> resolve_reference(std::string_view base_scheme,
+                                             std::string_view base_authority,
+                                             std::string_view base_target, std::string_view ref) {
+  ref = trim_ows(ref);
+  ref = ref.substr(0, ref.find('#'));
+  // Split the reference (RFC 3986 3): [scheme ":"] ["//" authority] path ["?" query].
+  std::optional<std::string_view> scheme, authority, query;
+  size_t i = 0;
+  while (i < ref.size() && scheme_char(ref[i], i == 0)) ++i;
+  if (i > 0 && i < ref.size() && ref[i] == ':') {
+    scheme = ref.substr(0, i);
+    ref.remove_prefix(i + 1);
+  }
+  if (ref.starts_with("//")) {
+    ref.remove_prefix(2);
+    size_t end = ref.find_first_of("/?");
+    authority = ref.substr(0, end);
+    ref = end == std::string_view::npos ? std::string_view() : ref.substr(end);
+  }
+  if (size_t q = ref.find('?'); q != std::string_view::npos) {
+    query = ref.substr(q + 1);
+    ref = ref.substr(0, q);
+  }
+  const std::string_view path = ref;
+  // The base (RFC 3986 5.2.2).
+  std::string_view base_path = base_target.substr(0, base_target.find('?'));
+  std::optional<std::string_view> base_query;
+  if (size_t q = base_target.find('?'); q != std::string_view::npos) {
+    base_query = base_target.substr(q + 1);
+  }
+  ResolvedUri r;
+  std::string p;
+  if (scheme && !authority) return std::nullopt;  // "http:/x" or "mailto:x": nothing to purge
+  if (scheme || authority) {
+    r.authority = std::string(*authority);
+    p = remove_dot_segments(path);
+  } else {
+    r.authority = std::string(base_authority);
+    if (path.empty()) {
+      p = std::string(base_path);
+      if (!query) query = base_query;
+    } else if (path[0] == '/') {
+      p = remove_dot_segments(path);
+    } else {
+      size_t slash = base_path.rfind('/');
+      std::string merged(slash == std::string_view::npos ? std::string_view("/")
+                                                         : base_path.substr(0, slash + 1));
+      merged.append(path);
+      p = remove_dot_segments(merged);
+    }
+  }
+  append_lower(&r.scheme, scheme ? *scheme : base_scheme);
+  if ((r.scheme != "http" && r.scheme != "https") || r.authority.empty()) return std::nullopt;
+  r.target = p.empty() ? "/" : p;
+  if (query) r.target.append("?").append(*query);
+  return r;
+}
+
 bool vary_names(Fields resp, std::vector<std::string>* names) {
   names->clear();
   bool star = false;

@@ -43,6 +43,23 @@ CacheKey make_key(std::string_view tenant, std::string_view scheme, std::string_
 CacheKey url_key(std::string_view tenant, std::string_view url);
 uint64_t hash_primary(std::string_view primary);
 
+// A URI reference from a response (Location, Content-Location) resolved against the request's
+// URI, RFC 3986 5.2: absolute ("https://h/p"), network-path ("//h/p"), absolute-path ("/p"),
+// relative-path ("p", "../p", "?q") references, dot segments removed, fragment dropped.
+// `base_target` is the request target in origin form. nullopt: not an http(s) URI, or no
+// authority. The result is not yet checked against the request's host (same_host()).
+struct ResolvedUri {
+  std::string scheme;     // lowercase
+  std::string authority;  // host[:port] as written
+  std::string target;     // origin form: "/path?query"
+};
+std::optional<ResolvedUri> resolve_reference(std::string_view base_scheme,
+                                             std::string_view base_authority,
+                                             std::string_view base_target, std::string_view ref);
+// Whether two authorities name the same host (RFC 9111 4.4 compares the host part only):
+// ASCII case-insensitive, ports and a trailing dot ignored.
+bool same_host(std::string_view a, std::string_view b);
+
 // Vary field names of a response, lowercased, duplicates removed, from every Vary line.
 // Returns false for `Vary: *` (such a response never matches a later request).
 bool vary_names(Fields resp, std::vector<std::string>* names);

@@ -183,6 +183,9 @@ bool Fill::set_head(uint16_t status, Fields headers, const EntryMeta& meta, Fiel
   size_t total = date.size() + 4;
   size_t count = date.empty() ? 0 : 1;
   auto keep = [&](const Field& f) {
+    // Without a valid Date (meta.has_date false), an invalid one is replaced, not kept beside
+    // the one added below.
+    if (!meta.has_date && ieq(f.name, "date")) return false;
     return !filter || !excluded_from_storage(f.name, headers, cc);
   };
   for (const Field& f : headers) {
@@ -508,8 +511,7 @@ std::shared_ptr<Entry> Store::pick_victim(Shard& s) {
   }
 }
 
-Store::Lookup Store::start_fill(Shard& s, Bucket& b, const CacheKey& key, FillObserver* observer,
-                                bool revalidation) {
+Store::Lookup Store::start_fill(Shard& s, Bucket& b, const CacheKey& key, FillObserver* observer) {
   CacheStats& st = tstats(s, key.tenant());
   for (const auto& p : b.pending) {
     if (p->key_.extras != key.extras) continue;
@@ -525,15 +527,22 @@ Store::Lookup Store::start_fill(Shard& s, Bucket& b, const CacheKey& key, FillOb
   auto e = std::make_shared<Entry>(key);
   e->idx_.pending = true;
   b.pending.push_back(e);
-  if (!revalidation) ++st.misses;
+  ++st.misses;
   return Lookup{Lookup::Kind::Miss, nullptr, std::unique_ptr<Fill>(new Fill(this, e))};
 }
 
-Store::Lookup Store::lookup(const CacheKey& key, Fields request, FillObserver* observer) {
+Store::Lookup Store::lookup(const CacheKey& key, Fields request, FillObserver* observer,
+                            bool fill) {
   Shard& s = shard_of(key.hash);
   std::lock_guard lk(s.mu);
   auto it = s.map.find(key.primary);
-  if (it == s.map.end()) it = s.map.emplace(key.primary, Bucket{}).first;
+  if (it == s.map.end()) {
+    if (!fill) {
+      ++tstats(s, key.tenant()).misses;
+      return Lookup{Lookup::Kind::Miss, nullptr, nullptr};
+    }
+    it = s.map.emplace(key.primary, Bucket{}).first;
+  }
   Bucket& b = it->second;
   for (const auto& e : b.variants) {
     if (!e->matches(key, request)) continue;
@@ -547,15 +556,33 @@ Store::Lookup Store::lookup(const CacheKey& key, Fields request, FillObserver* o
     if (observer != nullptr && e->state() == Entry::State::Streaming) e->subscribe(observer);
     return Lookup{Lookup::Kind::Hit, e, nullptr};
   }
-  return start_fill(s, b, key, observer, false);
+  const bool others = !b.variants.empty();
+  if (!fill) {
+    ++tstats(s, key.tenant()).misses;
+    Lookup r;
+    r.kind = Lookup::Kind::Miss;
+    r.other_variants = others;
+    return r;
+  }
+  Lookup r = start_fill(s, b, key, observer);
+  r.other_variants = others;
+  return r;
 }
 
-Store::Lookup Store::revalidate(const CacheKey& key, FillObserver* observer) {
+Store::Lookup Store::revalidate(const CacheKey& key) {
   Shard& s = shard_of(key.hash);
   std::lock_guard lk(s.mu);
   auto it = s.map.find(key.primary);
   if (it == s.map.end()) it = s.map.emplace(key.primary, Bucket{}).first;
-  return start_fill(s, it->second, key, observer, true);
+  Bucket& b = it->second;
+  for (const auto& p : b.pending) {
+    if (p->key_.extras != key.extras) continue;
+    return Lookup{Lookup::Kind::Wait, p, nullptr};  // a refresh is in flight: not ours to wait
+  }
+  auto e = std::make_shared<Entry>(key);
+  e->idx_.pending = true;
+  b.pending.push_back(e);
+  return Lookup{Lookup::Kind::Miss, nullptr, std::unique_ptr<Fill>(new Fill(this, e))};
 }
 
 void Store::fill_begin(Fill& f, Fields request, std::vector<std::shared_ptr<Entry>>* dropped) {
@@ -695,10 +722,26 @@ size_t Store::purge_tenant(std::string_view tenant) {
   return purge_where(tenant, [](const Entry&) { return true; });
 }
 
-void Store::note_stale(const CacheKey& key) {
+void Store::recount(const CacheKey& key, Result from, Result to) {
+  auto slot = [](CacheStats& st, Result r) -> uint64_t& {
+    switch (r) {
+      case Result::Hit:
+        return st.hits;
+      case Result::Stale:
+        return st.stale;
+      case Result::Revalidated:
+        return st.revalidated;
+      case Result::Miss:
+        break;
+    }
+    return st.misses;
+  };
   Shard& s = shard_of(key.hash);
   std::lock_guard lk(s.mu);
-  ++tstats(s, key.tenant()).stale;
+  CacheStats& st = tstats(s, key.tenant());
+  uint64_t& f = slot(st, from);
+  if (f > 0) --f;  // a shard's counts are summed: never wrap one below zero
+  ++slot(st, to);
 }
 
 namespace {
@@ -708,6 +751,7 @@ void add(CacheStats* a, const CacheStats& b) {
   a->coalesced += b.coalesced;
   a->passes += b.passes;
   a->stale += b.stale;
+  a->revalidated += b.revalidated;
   a->stores += b.stores;
   a->evictions += b.evictions;
   a->purges += b.purges;

@@ -246,8 +246,17 @@ struct StoreOptions {
 
 // Per-tenant counters. Kept per shard and written under the shard mutex the operation already
 // holds (no extra atomics on the hot path); stats() sums the shards, taking each lock briefly.
+//
+// Lookups, each counted once by how the request was answered: hits (a fresh stored response),
+// stale (a stale stored response served without validation: max-stale,
+// stale-while-revalidate, stale-if-error), revalidated (a stale stored response validated by
+// the origin with a 304, then served from the cache), misses (the origin's response: no stored
+// response, another variant, or a stored one the request could not use), coalesced (waited for
+// another request's fill), passes (too many waiters: straight to the origin, unstored).
+// lookup() counts a Hit as a hit; a caller that ends up answering otherwise moves that count
+// with recount().
 struct CacheStats {
-  uint64_t hits = 0, misses = 0, coalesced = 0, passes = 0, stale = 0;
+  uint64_t hits = 0, misses = 0, coalesced = 0, passes = 0, stale = 0, revalidated = 0;
   uint64_t stores = 0, evictions = 0, purges = 0, aborts = 0;
   uint64_t objects = 0, bytes = 0;
 };
@@ -262,15 +271,19 @@ class Store {
   struct Lookup {
     enum class Kind : uint8_t { Hit, Wait, Miss, Pass } kind = Kind::Pass;
     std::shared_ptr<const Entry> entry;  // Hit, Wait
-    std::unique_ptr<Fill> fill;          // Miss
+    std::unique_ptr<Fill> fill;          // Miss (null for a lookup without fill)
+    bool other_variants = false;         // Miss: the URL has stored variants, none matching
   };
   // `observer` (may be null) is subscribed to a pending or streaming entry returned by Wait or
-  // Hit; the caller unsubscribes when done with it (or on its own timeout).
-  Lookup lookup(const CacheKey& key, Fields request, FillObserver* observer);
+  // Hit; the caller unsubscribes when done with it (or on its own timeout). `fill` false: only
+  // stored responses are looked for (a request that must not be stored, or must not wait for
+  // the origin): Hit or Miss without a Fill, never Wait or Pass.
+  Lookup lookup(const CacheKey& key, Fields request, FillObserver* observer, bool fill = true);
   // For a stale hit that must be revalidated: a Fill (Miss) unless a fill of this key is already
-  // in flight (Wait, coalescing revalidations) or too many wait (Pass). The stored entry stays
-  // servable until the fill's begin replaces it.
-  Lookup revalidate(const CacheKey& key, FillObserver* observer);
+  // in flight (Wait: the caller does not wait for it, nothing is subscribed). The stored entry
+  // stays servable until the fill's begin replaces it. Counts nothing (the lookup that found
+  // the stale entry was counted).
+  Lookup revalidate(const CacheKey& key);
 
   // Purges: tenant-scoped, synchronous (the entries are unlinked when these return; readers
   // that hold one keep it alive). Fills in progress for the purged keys still feed their
@@ -281,8 +294,10 @@ class Store {
   size_t purge_tag(std::string_view tenant, std::string_view tag);  // Cache-Tag values
   size_t purge_tenant(std::string_view tenant);
 
-  // A hit the caller served stale (Cache-Status fwd=stale / served stale): counted per tenant.
-  void note_stale(const CacheKey& key);
+  // Moves one lookup of this key's tenant from one result to another (see CacheStats): e.g. a
+  // Hit that was served stale, or that went to the origin and came back 304.
+  enum class Result : uint8_t { Hit, Stale, Revalidated, Miss };
+  void recount(const CacheKey& key, Result from, Result to);
 
   CacheStats stats(std::string_view tenant) const;
   std::map<std::string, CacheStats> all_stats() const;
@@ -327,8 +342,7 @@ class Store {
   bool ghost_has(const Shard& s, uint64_t h) const;
   template <class Pred>
   size_t purge_where(std::string_view tenant, Pred&& pred);
-  Lookup start_fill(Shard& s, Bucket& b, const CacheKey& key, FillObserver* observer,
-                    bool revalidation);
+  Lookup start_fill(Shard& s, Bucket& b, const CacheKey& key, FillObserver* observer);
 
   // Fill callbacks.
   void fill_begin(Fill& f, Fields request, std::vector<std::shared_ptr<Entry>>* dropped);
@@ -349,7 +363,7 @@ class Store {
 //     Hit:  d = decide(r.entry->meta(), rq_cc, policy, now);
 //           Fresh/StaleAcceptable/StaleWhileRevalidate -> answer from r.entry (conditional.h,
 //           range.h; Age: d.age); SWR also starts store.revalidate(key, nullptr) in the
-//           background. Otherwise -> store.revalidate(key, exchange): Miss -> conditional
+//           background. Otherwise -> store.revalidate(key): Miss -> conditional
 //           request to the origin (revalidation_headers()); 304 -> fill.begin_revalidated(...);
 //           200 -> like a miss; 5xx/error + StaleIfError -> serve r.entry.
 //     Wait: arm a timer; on_entry_update -> uv_async -> if entry Streaming && matches: serve it

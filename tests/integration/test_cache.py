@@ -4,6 +4,7 @@ Authorization / Set-Cookie never stored, Vary variants, conditional and Range re
 from the cache, stale-if-error, coalesced misses, invalidation by unsafe methods, purges by URL,
 prefix, tag and tenant, tenant isolation, cache rules, and the byte bound."""
 
+import email.utils
 import os
 import re
 import sys
@@ -368,6 +369,338 @@ class Invalidation(CacheCase):
         self.assertEqual(self.admin("POST", "/cache/purge?tenant=nobody").status, 404)
         self.assertEqual(self.admin("POST", "/cache/purge?url=x").status, 400)
         self.assertEqual(self.admin("GET", "/cache/purge?tenant=demo").status, 404)
+
+
+def http_date(offset=0.0):
+    """An IMF-fixdate `offset` seconds from now."""
+    return email.utils.formatdate(time.time() + offset, usegmt=True)
+
+
+def concurrently(fn, n):
+    """Runs fn() in n threads at once; returns their results (bounded joins)."""
+    results = []
+    lock = threading.Lock()
+
+    def run():
+        try:
+            out = fn()
+        except Exception as e:  # noqa: BLE001
+            out = e
+        with lock:
+            results.append(out)
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+class Rfc9111(CacheCase):
+    """MUSTs of RFC 9111 (and RFC 9211 for Cache-Status) on the wire, each against a counting
+    origin."""
+
+    def reqs(self, path):
+        return [r for r in self.origin.requests if r.target == path]
+
+    # ---- 4.4 invalidation ----
+
+    def test_extension_method_invalidates_like_post(self):
+        # A method whose safety is unknown is unsafe: its success invalidates the URL.
+        self.start()
+        self.routes.routes["/ext"] = lambda req: (
+            Reply(200, body=b"done") if req.method == "M-SEARCH"
+            else Reply(200, body=b"ext", headers=[("Cache-Control", "max-age=60")]))
+        self.get("/ext")
+        self.get("/ext")
+        self.assertEqual(self.hits("/ext"), 1)
+        self.assertStatus(self.get("/ext", method="M-SEARCH"), 200)
+        self.assertIn("fwd=uri-miss", self.get("/ext").header("Cache-Status"))
+        self.assertEqual(self.hits("/ext"), 3)
+
+    def test_relative_location_references_are_resolved_and_invalidated(self):
+        self.start()
+        self.routes.routes["/dir/x"] = lambda req: Reply(
+            201, body=b"made", headers=[("Location", "item/3"),
+                                        ("Content-Location", "../other?v=1")])
+        self.routes.routes["/dir/y"] = lambda req: Reply(
+            201, body=b"made", headers=[("Location", "http://a.demo.local/dir/item/3")])
+        for p in ("/dir/item/3", "/other"):
+            self.routes.routes[p] = cacheable(p.encode())
+        paths = ("/dir/item/3", "/other?v=1")
+        for p in paths:
+            self.get(p)
+            self.get(p)
+        self.get("/dir/item/3", host="a.demo.local")
+        self.assertEqual([self.hits(p) for p in paths], [2, 1])  # one was for a.demo.local
+        self.assertStatus(self.get("/dir/x", method="POST", body=b"n"), 201)
+        for p in paths:
+            self.assertIn("fwd=uri-miss", self.get(p).header("Cache-Status"), p)
+        self.assertEqual([self.hits(p) for p in paths], [3, 2])
+        # Another host's URL is never invalidated by a response for this one.
+        self.assertStatus(self.get("/dir/y", method="POST", body=b"n"), 201)
+        self.assertRegex(self.get("/dir/item/3", host="a.demo.local").header("Cache-Status"),
+                         r"^parapet; hit")
+
+    # ---- 4.3.3 / 4.3.4 validation ----
+
+    def validating_origin(self, path, first_etag, first_extra=()):
+        """GET without If-None-Match: 200 "v2" (ETag "v2", max-age=60); the very first request
+        gets 200 "v1" (ETag first_etag, max-age=0, first_extra). If-None-Match "v1": a 304
+        that names "v2" (selects nothing stored); If-None-Match "v2": 304 "v2"."""
+        count = {"n": 0}
+
+        def handler(req):
+            count["n"] += 1
+            inm = req.header("If-None-Match")
+            if count["n"] == 1:
+                return Reply(200, body=b"v1", headers=[
+                    ("Cache-Control", "max-age=0"), ("ETag", first_etag), *first_extra])
+            if inm is not None and '"v2"' in inm:
+                return Reply(304, body=b"", headers=[("ETag", '"v2"'),
+                                                     ("Cache-Control", "max-age=60")])
+            if inm == '"v1"':
+                return Reply(304, body=b"", headers=[("ETag", '"v2"'),
+                                                     ("Cache-Control", "max-age=60")])
+            return Reply(200, body=b"v2", headers=[("ETag", '"v2"'),
+                                                   ("Cache-Control", "max-age=60")])
+        self.routes.routes[path] = handler
+
+    def test_304_selecting_nothing_never_reaches_an_unconditional_client(self):
+        self.start()
+        self.validating_origin("/m", '"v1"')
+        self.assertEqual(self.get("/m").body, b"v1")
+        r = self.get("/m")
+        self.assertStatus(r, 200)
+        self.assertEqual(r.body, b"v2")
+        reqs = self.reqs("/m")
+        self.assertEqual(len(reqs), 3)
+        self.assertEqual(reqs[1].header("If-None-Match"), '"v1"')
+        self.assertIsNone(reqs[2].header("If-None-Match"))  # sent again as the client sent it
+        # Still one exchange: the same trace (the forwarded head was built a second time).
+        self.assertIsNotNone(reqs[2].header("traceparent"))
+        self.assertEqual(reqs[2].header("traceparent")[3:35], reqs[1].header("traceparent")[3:35])
+        # The refetched 200 was stored.
+        self.assertRegex(self.get("/m").header("Cache-Status"), r"^parapet; hit")
+        self.assertEqual(self.hits("/m"), 3)
+
+    def test_304_selecting_nothing_reaches_a_conditional_client_only_if_it_matches(self):
+        self.start()
+        self.validating_origin("/c1", '"v1"')
+        self.get("/c1")
+        r = self.get("/c1", headers=[("If-None-Match", '"v2"')])
+        self.assertStatus(r, 304)  # the client's own validator matches
+        self.assertEqual(self.reqs("/c1")[-1].header("If-None-Match"), '"v2"')
+        self.validating_origin("/c2", '"v1"')
+        self.get("/c2")
+        r = self.get("/c2", headers=[("If-None-Match", '"v9"')])
+        self.assertStatus(r, 200)  # its validator does not: the full response
+        self.assertEqual(r.body, b"v2")
+        self.assertEqual(self.reqs("/c2")[-1].header("If-None-Match"), '"v9"')
+
+    def test_304_without_validators_does_not_freshen_a_response_that_has_one(self):
+        self.start()
+        count = {"n": 0}
+
+        def handler(req):
+            count["n"] += 1
+            if count["n"] == 1:
+                return Reply(200, body=b"one", headers=[("Cache-Control", "max-age=0"),
+                                                        ("ETag", '"e1"'), ("X-Version", "1")])
+            if req.header("If-None-Match") is not None:
+                return Reply(304, body=b"", headers=[("Cache-Control", "max-age=60")])
+            return Reply(200, body=b"two", headers=[("Cache-Control", "max-age=60"),
+                                                    ("ETag", '"e2"'), ("X-Version", "2")])
+        self.routes.routes["/b"] = handler
+        self.get("/b")
+        r = self.get("/b")
+        self.assertStatus(r, 200)
+        self.assertEqual((r.body, r.header("X-Version")), (b"two", "2"))
+        self.assertEqual(self.hits("/b"), 3)
+
+    def test_304_age_is_the_freshened_entrys_age(self):
+        self.start()
+        self.routes.routes["/age"] = lambda req: (
+            Reply(304, body=b"", headers=[("ETag", '"a"'), ("Cache-Control", "max-age=100"),
+                                          ("Age", "90"), ("Date", http_date())])
+            if req.header("If-None-Match") else
+            Reply(200, body=b"aged", headers=[("ETag", '"a"'), ("Cache-Control", "max-age=0")]))
+        self.get("/age")
+        for _ in range(2):  # the revalidated answer, then a hit
+            r = self.get("/age")
+            self.assertEqual(r.body, b"aged")
+            self.assertGreaterEqual(int(r.header("Age")), 90)
+            ttl = int(re.search(r"ttl=(-?\d+)", r.header("Cache-Status")).group(1))
+            self.assertLessEqual(ttl, 10)
+        self.assertEqual(self.hits("/age"), 2)
+
+    def test_304_without_date_restarts_the_apparent_age(self):
+        self.start()
+        self.routes.routes["/nd"] = lambda req: (
+            Reply(304, body=b"", headers=[("ETag", '"d"'), ("Cache-Control", "max-age=100")])
+            if req.header("If-None-Match") else
+            Reply(200, body=b"dated", headers=[("ETag", '"d"'), ("Cache-Control", "max-age=0"),
+                                               ("Date", http_date(-1000))]))
+        self.get("/nd")
+        r = self.get("/nd")  # revalidated: the stale Date is gone with the 304
+        self.assertEqual(r.body, b"dated")
+        self.assertLess(int(r.header("Age")), 100)
+        r = self.get("/nd")
+        self.assertRegex(r.header("Cache-Status"), r"^parapet; hit")
+        self.assertEqual(self.hits("/nd"), 2)
+
+    # ---- 5.2.1.7 only-if-cached ----
+
+    def test_only_if_cached_answers_504_without_contacting_the_origin(self):
+        self.start()
+        oic = [("Cache-Control", "only-if-cached")]
+        self.routes.routes["/o"] = cacheable(b"stored")
+        self.routes.routes["/stale"] = lambda req: Reply(
+            200, body=b"s", headers=[("Cache-Control", "max-age=0")])
+        self.routes.routes["/slow"] = lambda req: Reply(
+            200, body=b"slow", delay=1.5, headers=[("Cache-Control", "max-age=60")])
+        r = self.get("/o", headers=oic)
+        self.assertStatus(r, 504)
+        self.assertIn("only-if-cached", r.header("Cache-Status"))
+        self.assertEqual(self.hits("/o"), 0)
+        self.get("/o")
+        r = self.get("/o", headers=oic)
+        self.assertStatus(r, 200)
+        self.assertEqual(r.body, b"stored")
+        self.get("/stale")
+        self.assertStatus(self.get("/stale", headers=oic), 504)  # stale, may not be served
+        self.assertEqual(self.hits("/stale"), 1)
+        # A fill in flight: not waited for.
+        filler = threading.Thread(target=lambda: self.get("/slow"))
+        filler.start()
+        deadline = time.monotonic() + 5
+        while self.hits("/slow") == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        r = self.get("/slow", headers=oic)
+        filler.join(10)
+        self.assertStatus(r, 504)
+        self.assertEqual(self.hits("/slow"), 1)
+
+    # ---- 5.2.1.5 request no-store ----
+
+    def test_request_no_store_updates_nothing_on_revalidation(self):
+        self.start()
+        count = {"n": 0}
+
+        def handler(req):
+            count["n"] += 1
+            if req.header("If-None-Match") == '"n"':
+                return Reply(304, body=b"", headers=[("ETag", '"n"'),
+                                                     ("Cache-Control", "max-age=60")])
+            return Reply(200, body=b"v%d" % count["n"], headers=[
+                ("ETag", '"n"'), ("Cache-Control", "max-age=0" if count["n"] == 1
+                                  else "max-age=60")])
+        self.routes.routes["/ns"] = handler
+        self.get("/ns")
+        r = self.get("/ns", headers=[("Cache-Control", "no-store")])
+        self.assertEqual(r.body, b"v2")  # straight from the origin, as asked
+        self.assertIsNone(self.reqs("/ns")[1].header("If-None-Match"))
+        # Nothing of it was stored: the stored response is still stale and gets revalidated.
+        r = self.get("/ns")
+        self.assertIn("fwd=stale", r.header("Cache-Status"))
+        self.assertEqual(r.body, b"v1")
+        self.assertEqual(self.hits("/ns"), 3)
+
+    def test_request_no_store_starts_no_stale_while_revalidate_refresh(self):
+        self.start()
+        self.routes.routes["/nsw"] = lambda req: Reply(200, body=b"w", headers=[
+            ("Cache-Control", "max-age=5, stale-while-revalidate=600"), ("Date", http_date(-10))])
+        self.get("/nsw")
+        r = self.get("/nsw", headers=[("Cache-Control", "no-store")])
+        self.assertIn("stale-while-revalidate", r.header("Cache-Status"))
+        time.sleep(1.0)  # a refresh, had one started, would have reached the origin by now
+        self.assertEqual(self.hits("/nsw"), 1)
+
+    # ---- RFC 9211 Cache-Status and the lookup metrics ----
+
+    def test_vary_miss_and_lookup_results(self):
+        self.start()
+        self.routes.routes["/vm"] = lambda req: Reply(
+            200, body=b"v", headers=[("Cache-Control", "max-age=60"), ("Vary", "Accept-Encoding")])
+        r = self.get("/vm", headers=[("Accept-Encoding", "gzip")])
+        self.assertEqual(r.header("Cache-Status"), "parapet; fwd=uri-miss; stored")
+        r = self.get("/vm", headers=[("Accept-Encoding", "br")])
+        self.assertEqual(r.header("Cache-Status"), "parapet; fwd=vary-miss; stored")
+        self.routes.routes["/rv"] = lambda req: (
+            Reply(304, body=b"", headers=[("ETag", '"r"'), ("Cache-Control", "max-age=60")])
+            if req.header("If-None-Match") else
+            Reply(200, body=b"r", headers=[("ETag", '"r"'), ("Cache-Control", "max-age=0")]))
+        self.get("/rv")  # miss
+        r = self.get("/rv")  # stale, revalidated with a 304
+        self.assertEqual(r.header("Cache-Status").split("; ttl")[0],
+                         "parapet; fwd=stale; fwd-status=304")
+        self.assertRegex(self.get("/rv").header("Cache-Status"), r"^parapet; hit")
+        counts = {res: self.metric("parapet_cache_lookups_total", tenant="demo", result=res)
+                  for res in ("hit", "miss", "revalidated", "stale")}
+        self.assertEqual(counts, {"hit": 1, "miss": 3, "revalidated": 1, "stale": 0})
+
+    # ---- 4.2.1 duplicate directives ----
+
+    def test_conflicting_max_age_duplicates_mean_stale(self):
+        self.start()
+        self.routes.routes["/dup"] = lambda req: Reply(
+            200, body=b"d", headers=[("Cache-Control", "max-age=60"), ("Cache-Control", "max-age=1")])
+        self.get("/dup")
+        self.assertIn("fwd=stale", self.get("/dup").header("Cache-Status"))
+        self.assertEqual(self.hits("/dup"), 2)
+
+    # ---- 4: collapsed requests only share a reusable response ----
+
+    def test_waiters_do_not_share_a_no_cache_response(self):
+        self.start()
+        self.routes.routes["/nc"] = lambda req: Reply(
+            200, body=b"nc", delay=0.5, headers=[("Cache-Control", "no-cache")])
+
+        def fetch():
+            with Client(self.parapet.port("http"), timeout=10) as c:
+                return c.roundtrip("GET", "/nc", host="demo.local").status
+        results = concurrently(fetch, 5)
+        self.assertEqual(results, [200] * 5)
+        self.assertEqual(self.hits("/nc"), 5)
+
+    # ---- 4.3.5 HEAD ----
+
+    def test_head_200_updates_the_stale_stored_get(self):
+        self.start()
+        self.routes.routes["/hd"] = lambda req: (
+            Reply(200, body=b"hello", headers=[("Cache-Control", "max-age=60"), ("X-A", "2")])
+            if req.method == "HEAD" else
+            Reply(200, body=b"hello", headers=[("Cache-Control", "max-age=0"), ("X-A", "1")]))
+        self.get("/hd")
+        with Client(self.parapet.port("http")) as c:
+            r = c.roundtrip("HEAD", "/hd", host="demo.local")
+        self.assertEqual(r.header("X-A"), "2")
+        r = self.get("/hd")
+        self.assertRegex(r.header("Cache-Status"), r"^parapet; hit")
+        self.assertEqual((r.body, r.header("X-A")), (b"hello", "2"))
+        self.assertEqual([q.method for q in self.reqs("/hd")], ["GET", "HEAD"])
+
+    def test_head_200_describing_another_representation_invalidates(self):
+        self.start()
+        self.routes.routes["/hd2"] = lambda req: (
+            Reply(200, body=b"longer!", headers=[("Cache-Control", "max-age=60")])
+            if req.method == "HEAD" else
+            Reply(200, body=b"hello", headers=[("Cache-Control", "max-age=0")]))
+        self.get("/hd2")
+        with Client(self.parapet.port("http")) as c:
+            self.assertEqual(c.roundtrip("HEAD", "/hd2", host="demo.local").header(
+                "Content-Length"), "7")
+        self.assertIn("fwd=uri-miss", self.get("/hd2").header("Cache-Status"))
+        # A stored 404 is not turned into a 200 by the HEAD's answer: invalidated.
+        self.routes.routes["/hd3"] = lambda req: Reply(
+            200 if req.method == "HEAD" else 404, body=b"hello",
+            headers=[("Cache-Control", "max-age=60" if req.method == "HEAD" else "max-age=0")])
+        self.assertStatus(self.get("/hd3"), 404)
+        with Client(self.parapet.port("http")) as c:
+            self.assertStatus(c.roundtrip("HEAD", "/hd3", host="demo.local"), 200)
+        r = self.get("/hd3")
+        self.assertIn("fwd=uri-miss", r.header("Cache-Status"))
+        self.assertStatus(r, 404)
 
 
 class Tenancy(CacheCase):

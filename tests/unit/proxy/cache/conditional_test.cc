@@ -102,7 +102,33 @@ TEST(CacheRevalidation, CanFreshen) {
   EXPECT_FALSE(can_freshen(H{{"ETag", "W/\"abc\""}}, H{{"ETag", "\"abc\""}}));  // strong vs weak
   EXPECT_TRUE(can_freshen(kStored, H{{"Last-Modified", kLm}}));
   EXPECT_FALSE(can_freshen(kStored, H{{"Last-Modified", "Mon, 07 Nov 1994 08:49:37 GMT"}}));
-  EXPECT_TRUE(can_freshen(kStored, H{{"Date", "Mon, 07 Nov 1994 09:00:00 GMT"}}));
+  // A weak ETag identifies the stored response before Last-Modified is looked at.
+  EXPECT_FALSE(can_freshen(kStored, H{{"ETag", "W/\"zzz\""}, {"Last-Modified", kLm}}));
+}
+
+// RFC 9111 4.3.4, third rule: a 304 without any validator selects a stored response only when
+// that response has no validator either.
+TEST(CacheRevalidation, NoValidatorIn304SelectsOnlyAResponseWithoutValidators) {
+  const H bare{{"Date", "Mon, 07 Nov 1994 09:00:00 GMT"}, {"Cache-Control", "max-age=5"}};
+  EXPECT_FALSE(can_freshen(kStored, bare));
+  EXPECT_FALSE(can_freshen(H{{"ETag", "\"abc\""}}, bare));
+  EXPECT_FALSE(can_freshen(H{{"Last-Modified", kLm}}, bare));
+  EXPECT_TRUE(can_freshen(H{{"Content-Type", "text/html"}}, bare));
+  // A validator in the 304 the stored response lacks selects nothing.
+  EXPECT_FALSE(can_freshen(H{{"Content-Type", "text/html"}}, H{{"ETag", "\"abc\""}}));
+  EXPECT_FALSE(can_freshen(H{{"Content-Type", "text/html"}}, H{{"Last-Modified", kLm}}));
+}
+
+// RFC 9111 4.3.5: a HEAD's 200 describes the stored GET response when the validators match and
+// the Content-Length (if any) is the stored body's.
+TEST(CacheRevalidation, HeadCanFreshen) {
+  EXPECT_TRUE(head_can_freshen(kStored, 1000, H{{"ETag", "\"abc\""}, {"Content-Length", "1000"}}));
+  EXPECT_TRUE(head_can_freshen(kStored, 1000, H{{"ETag", "\"abc\""}}));
+  EXPECT_FALSE(head_can_freshen(kStored, 1000, H{{"ETag", "\"abc\""}, {"Content-Length", "9"}}));
+  EXPECT_FALSE(head_can_freshen(kStored, 1000, H{{"ETag", "\"new\""}}));
+  const H plain{{"Content-Type", "text/html"}};
+  EXPECT_TRUE(head_can_freshen(plain, 5, H{{"Content-Length", "5"}}));
+  EXPECT_FALSE(head_can_freshen(plain, 5, H{{"Content-Length", "6"}}));
 }
 
 TEST(CacheRevalidation, Merge304) {
@@ -121,6 +147,15 @@ TEST(CacheRevalidation, Merge304) {
   EXPECT_EQ(first_value(m.fields, "content-type"), "text/html");
   EXPECT_EQ(first_value(m.fields, "x-new"), "1");
   EXPECT_FALSE(has_field(m.fields, "connection"));
+}
+
+// A 304 without Date: the stored Date is dropped (the 304's receipt time stands in for it), so
+// the freshened entry's apparent age restarts (RFC 9111 4.3.4, 4.2.3).
+TEST(CacheRevalidation, Merge304WithoutDateDropsTheStoredDate) {
+  MergedFields m;
+  merge_304(kStored, H{{"ETag", "\"abc\""}, {"Cache-Control", "max-age=600"}}, &m);
+  EXPECT_FALSE(has_field(m.fields, "date"));
+  EXPECT_EQ(first_value(m.fields, "cache-control"), "max-age=600");
 }
 
 RangeAnswer range(std::string_view r, uint64_t len = 1000, H extra = {}) {

@@ -76,11 +76,34 @@ TEST(CacheControlParse, CaseInsensitiveNamesAndWhitespace) {
   EXPECT_TRUE(cc.no_cache);
 }
 
-TEST(CacheControlParse, DuplicatesTakeMostRestrictive) {
+// RFC 9111 4.2.1: a directive present twice with different values: the first is used or the
+// response is considered stale. parapet considers it stale (0); the same value twice is fine.
+TEST(CacheControlParse, ConflictingFreshnessDuplicatesMeanStale) {
   H same{{"Cache-Control", "max-age=10, max-age=10"}};
   EXPECT_EQ(parse_cache_control(same).max_age, 10);
   H differ{{"Cache-Control", "max-age=100"}, {"Cache-Control", "max-age=5"}};
-  EXPECT_EQ(parse_cache_control(differ).max_age, 5);
+  EXPECT_EQ(parse_cache_control(differ).max_age, 0);
+  H differ_line{{"Cache-Control", "max-age=1, max-age=1800"}};
+  EXPECT_EQ(parse_cache_control(differ_line).max_age, 0);
+  H smax{{"Cache-Control", "s-maxage=60, max-age=10, s-maxage=30"}};
+  EXPECT_EQ(parse_cache_control(smax).s_maxage, 0);
+  EXPECT_EQ(parse_cache_control(smax).max_age, 10);
+  // Other ages keep the smaller (more restrictive) value.
+  H swr{{"Cache-Control", "stale-while-revalidate=30, stale-while-revalidate=10"}};
+  EXPECT_EQ(parse_cache_control(swr).stale_while_revalidate, 10);
+  // A response with conflicting max-age values is stale on arrival.
+  Policy p;
+  EntryMeta m = make_meta(200, differ, kNow, kNow, p);
+  EXPECT_EQ(m.lifetime, 0);
+  EXPECT_EQ(decide(m, {}, p, kNow).verdict, Verdict::MustRevalidate);
+}
+
+// cache-directive = token [ "=" ( token / quoted-string ) ]: no whitespace around "=".
+TEST(CacheControlParse, NoWhitespaceAroundEquals) {
+  H before{{"Cache-Control", "max-age =3600"}};
+  EXPECT_EQ(parse_cache_control(before).max_age, -1);  // another directive: no freshness
+  H after{{"Cache-Control", "max-age= 3600"}};
+  EXPECT_EQ(parse_cache_control(after).max_age, 0);  // invalid argument: stale
 }
 
 TEST(CacheControlParse, InvalidArgumentMeansStale) {
@@ -294,6 +317,27 @@ TEST(CacheAge, RfcFormulas) {
   EXPECT_EQ(d.age, 30);
   EXPECT_EQ(d.ttl, 30);
   EXPECT_EQ(d.verdict, Verdict::Fresh);
+}
+
+// A 304's Age and Date govern the freshened entry (RFC 9111 4.3.4, 4.2.3): the merged head
+// never holds Age (not stored), so it comes from the 304 itself.
+TEST(CacheAge, FreshenedMetaTakesThe304sAgeAndDate) {
+  Policy p;
+  H merged{{"Date", date(kNow - 2)}, {"Cache-Control", "max-age=100"}, {"ETag", "\"x\""}};
+  H nm{{"Date", date(kNow - 2)}, {"Cache-Control", "max-age=100"}, {"Age", "40"}};
+  EntryMeta m = freshened_meta(200, merged, nm, kNow - 1, kNow, p);
+  EXPECT_EQ(m.age_value, 40);
+  // max(apparent 2, 40 + delay 1)
+  EXPECT_EQ(m.corrected_initial_age, 41);
+  EXPECT_EQ(decide(m, {}, p, kNow).age, 41);
+  // A 304 without Date: the merged head has none (merge_304 drops the stored one), so the
+  // receipt time is the date and the apparent age is 0.
+  H merged_no_date{{"Cache-Control", "max-age=100"}, {"ETag", "\"x\""}};
+  m = freshened_meta(200, merged_no_date, H{{"Cache-Control", "max-age=100"}}, kNow, kNow, p);
+  EXPECT_FALSE(m.has_date);
+  EXPECT_EQ(m.date_value, kNow);
+  EXPECT_EQ(m.corrected_initial_age, 0);
+  EXPECT_EQ(decide(m, {}, p, kNow + 50).verdict, Verdict::Fresh);
 }
 
 TEST(CacheAge, InvalidAgeIgnored) {

@@ -115,6 +115,86 @@ TEST(CacheStore, HitAfterInsert) {
   EXPECT_EQ(s.bytes, st.bytes_used());
 }
 
+// A lookup without fill (request no-store or only-if-cached) finds stored responses only: no
+// Fill, no pending entry others would wait for, and it never waits for a fill in flight.
+TEST(CacheStore, LookupWithoutFillNeverFillsNorWaits) {
+  Store st(small_store());
+  CacheKey k = key_of("t", "/nf");
+  auto r = st.lookup(k, {}, nullptr, false);
+  EXPECT_EQ(r.kind, Store::Lookup::Kind::Miss);
+  EXPECT_EQ(r.fill, nullptr);
+  auto filler = st.lookup(k, {}, nullptr);
+  ASSERT_EQ(filler.kind, Store::Lookup::Kind::Miss);  // nobody was filling
+  ASSERT_NE(filler.fill, nullptr);
+  auto during = st.lookup(k, {}, nullptr, false);
+  EXPECT_EQ(during.kind, Store::Lookup::Kind::Miss);  // not Wait
+  EXPECT_EQ(during.fill, nullptr);
+  EXPECT_EQ(st.stats("t").misses, 3u);
+  EXPECT_EQ(st.stats("t").coalesced, 0u);
+  filler.fill.reset();
+  put(st, k, {}, {}, "body");
+  EXPECT_EQ(st.lookup(k, {}, nullptr, false).kind, Store::Lookup::Kind::Hit);
+}
+
+// Each lookup is counted once, by how it was answered: a Hit that was served stale, or went to
+// the origin, is moved out of the hits.
+TEST(CacheStore, RecountMovesOneLookup) {
+  Store st(small_store());
+  CacheKey k = key_of("t", "/rc");
+  put(st, k, {}, {}, "x");
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(st.lookup(k, {}, nullptr).kind, Store::Lookup::Kind::Hit);
+  st.recount(k, Store::Result::Hit, Store::Result::Stale);
+  st.recount(k, Store::Result::Hit, Store::Result::Miss);
+  st.recount(k, Store::Result::Miss, Store::Result::Revalidated);
+  CacheStats s = st.stats("t");
+  EXPECT_EQ(s.hits, 1u);
+  EXPECT_EQ(s.stale, 1u);
+  EXPECT_EQ(s.revalidated, 1u);
+  EXPECT_EQ(s.misses, 1u);  // the fill's own lookup
+}
+
+// An invalid Date is replaced by the receipt time, not kept beside it.
+TEST(CacheStore, InvalidDateIsReplacedNotDuplicated) {
+  Store st(small_store());
+  CacheKey k = key_of("t", "/d");
+  H resp{{"Date", "yesterday"}, {"Cache-Control", "max-age=60"}};
+  put(st, k, {}, resp, "d");
+  auto r = st.lookup(k, {}, nullptr);
+  ASSERT_EQ(r.kind, Store::Lookup::Kind::Hit);
+  EXPECT_EQ(count_fields(r.entry->headers(), "date"), 1u);
+  EXPECT_EQ(first_value(r.entry->headers(), "date"), format_http_date(kNow));
+}
+
+// RFC 9111 4.4: Location / Content-Location references are resolved against the request's URI
+// (RFC 3986 5.2) before they are invalidated, and only on the request's host.
+TEST(CacheKey, ResolveReference) {
+  auto at = [](std::string_view ref, std::string_view base = "/a/b/c?q=1") {
+    auto r = resolve_reference("http", "Example.com", base, ref);
+    return r ? r->scheme + "://" + r->authority + r->target : std::string("<none>");
+  };
+  EXPECT_EQ(at("/x/y"), "http://Example.com/x/y");
+  EXPECT_EQ(at("d"), "http://Example.com/a/b/d");
+  EXPECT_EQ(at("./d?z"), "http://Example.com/a/b/d?z");
+  EXPECT_EQ(at("../d"), "http://Example.com/a/d");
+  EXPECT_EQ(at("../../../../d"), "http://Example.com/d");
+  EXPECT_EQ(at("/a/./b/../e"), "http://Example.com/a/e");
+  EXPECT_EQ(at("?r=2"), "http://Example.com/a/b/c?r=2");
+  EXPECT_EQ(at(""), "http://Example.com/a/b/c?q=1");
+  EXPECT_EQ(at("#frag"), "http://Example.com/a/b/c?q=1");
+  EXPECT_EQ(at("d#frag"), "http://Example.com/a/b/d");
+  EXPECT_EQ(at("d", "/top"), "http://Example.com/d");
+  EXPECT_EQ(at("//other.org/p"), "http://other.org/p");
+  EXPECT_EQ(at("HTTPS://other.org"), "https://other.org/");
+  EXPECT_EQ(at("https://h:8443/p/../q"), "https://h:8443/q");
+  EXPECT_EQ(at("mailto:someone@example.com"), "<none>");
+  EXPECT_EQ(at("ftp://example.com/x"), "<none>");
+  EXPECT_TRUE(same_host("Example.COM", "example.com:8080"));
+  EXPECT_TRUE(same_host("example.com.", "example.com"));
+  EXPECT_TRUE(same_host("[::1]:80", "[::1]"));
+  EXPECT_FALSE(same_host("evil.com", "example.com"));
+  EXPECT_FALSE(same_host("", ""));
+}
+
 TEST(CacheStore, TenantsNeverShareEntries) {
   Store st(small_store());
   put(st, key_of("alpha", "/same"), {}, {}, "alpha's");
@@ -151,6 +231,26 @@ TEST(CacheVary, TwoEncodingsCoexist) {
   // Normalization: whitespace and several field lines.
   EXPECT_EQ(get(st, k, {{"accept-encoding", "  gzip "}}), "GZ");
   EXPECT_EQ(st.stats("t").objects, 2u);
+}
+
+// RFC 9211 fwd=vary-miss: the lookup says when the URL has variants, none for this request.
+TEST(CacheVary, MissSaysWhetherOtherVariantsExist) {
+  Store st(small_store());
+  CacheKey k = key_of("t", "/vm");
+  H gz{{"Accept-Encoding", "gzip"}};
+  auto first = st.lookup(k, gz, nullptr);
+  ASSERT_EQ(first.kind, Store::Lookup::Kind::Miss);
+  EXPECT_FALSE(first.other_variants);
+  H resp{{"Vary", "Accept-Encoding"}, {"Cache-Control", "max-age=60"}};
+  ASSERT_TRUE(first.fill->begin(200, resp, meta_of(resp), gz, 2));
+  first.fill->append("GZ", 2);
+  first.fill->finish();
+  H br{{"Accept-Encoding", "br"}};
+  auto other = st.lookup(k, br, nullptr);
+  ASSERT_EQ(other.kind, Store::Lookup::Kind::Miss);
+  EXPECT_TRUE(other.other_variants);
+  other.fill.reset();
+  EXPECT_TRUE(st.lookup(k, br, nullptr, false).other_variants);
 }
 
 TEST(CacheVary, AbsentAndEmptyDiffer) {
@@ -195,7 +295,7 @@ TEST(CacheVary, NewestResponseReplacesTheVariantItSelects) {
   Store st(small_store());
   CacheKey k = key_of("t", "/n");
   put(st, k, {}, {}, "old");
-  auto r = st.revalidate(k, nullptr);
+  auto r = st.revalidate(k);
   ASSERT_EQ(r.kind, Store::Lookup::Kind::Miss);
   EXPECT_EQ(get(st, k), "old");  // still served while the fill has no head
   ASSERT_TRUE(r.fill->begin(200, {}, meta_of({}), {}, 3));
@@ -524,9 +624,9 @@ TEST(CacheFill, RevalidatedEntrySharesTheBody) {
   CacheKey k = key_of("t", "/reval");
   put(st, k, {}, {{"ETag", "\"v1\""}, {"Cache-Control", "max-age=1"}}, "payload");
   auto old = st.lookup(k, {}, nullptr).entry;
-  auto r = st.revalidate(k, nullptr);
+  auto r = st.revalidate(k);
   ASSERT_EQ(r.kind, Store::Lookup::Kind::Miss);
-  EXPECT_EQ(st.revalidate(k, nullptr).kind, Store::Lookup::Kind::Wait);  // coalesced
+  EXPECT_EQ(st.revalidate(k).kind, Store::Lookup::Kind::Wait);  // coalesced
   H merged{{"ETag", "\"v1\""}, {"Cache-Control", "max-age=100"}};
   ASSERT_TRUE(r.fill->begin_revalidated(*old, merged, meta_of(merged), {}));
   auto now = st.lookup(k, {}, nullptr);
