@@ -415,7 +415,7 @@ int ngx_exit(lua_State* L) {
       return luaL_error(L, "ngx.exit: bad status %d", st);
     }
   }
-  abort_run(L, Abort::Exit);
+  return exit_run(L);
 }
 
 int ngx_redirect(lua_State* L) {
@@ -433,7 +433,7 @@ int ngx_redirect(lua_State* L) {
   hs.emplace_back("Location", std::string(url));
   r->out->response.status = st;
   r->out->action = Action::Redirect;
-  abort_run(L, Abort::Exit);
+  return exit_run(L);
 }
 
 int ngx_log(lua_State* L) {

@@ -544,6 +544,15 @@ void RunResult::clear() {
   elapsed = std::chrono::nanoseconds(0);
 }
 
+int exit_run(lua_State* L) {
+  Sandbox* sb = sandbox_of(L);
+  if (sb->run != nullptr && L == sb->run->co && lua_isyieldable(L)) {
+    sb->run->abort = Abort::Exit;
+    return lua_yield(L, 0);
+  }
+  abort_run(L, Abort::Exit);
+}
+
 void abort_run(lua_State* L, Abort why) {
   Sandbox* sb = sandbox_of(L);
   if (sb->run) sb->run->abort = why;
@@ -773,6 +782,7 @@ void LuaTenant::run(Phase phase, LuaRequest& req, LuaExchangeCtx* ctx, RunResult
     lua_rawgeti(L, LUA_REGISTRYINDEX, coref);
     co = lua_tothread(L, -1);
     lua_pop(L, 1);
+    r.co = co;
     lua_rawgeti(co, LUA_REGISTRYINDEX, fref);
     st = lua_resume(co, 1);
     ours = st == LUA_YIELD && lua_gettop(co) == 3 && lua_touserdata(co, 1) == &kRunnerMarker;
