@@ -1113,7 +1113,9 @@ int dict_store(lua_State* L) {
   DictValue v = check_value(L, 3);
   double ttl = luaL_optnumber(L, 4, 0);
   bool forcible = false;
-  return push_set_result(L, (d->*Op)(k, v, ttl, &forcible), forcible);
+  // Sequenced: `forcible` is read only after the store set it.
+  const SharedDict::SetResult r = (d->*Op)(k, v, ttl, &forcible);
+  return push_set_result(L, r, forcible);
 }
 
 int dict_incr(lua_State* L) {
@@ -1216,9 +1218,9 @@ void open_ngx(lua_State* L) {
   lua_createtable(L, 0, 8);
   set_fn(L, "get", dict_get);
   set_fn(L, "set", dict_store<&SharedDict::set>);
-  set_fn(L, "safe_set", dict_store<&SharedDict::set>);
+  set_fn(L, "safe_set", dict_store<&SharedDict::safe_set>);
   set_fn(L, "add", dict_store<&SharedDict::add>);
-  set_fn(L, "safe_add", dict_store<&SharedDict::add>);
+  set_fn(L, "safe_add", dict_store<&SharedDict::safe_add>);
   set_fn(L, "replace", dict_store<&SharedDict::replace>);
   set_fn(L, "incr", dict_incr);
   set_fn(L, "delete", dict_delete);

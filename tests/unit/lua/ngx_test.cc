@@ -350,6 +350,35 @@ TEST_F(LuaApiTest, SharedDictTtlAndBound) {
   EXPECT_EQ(d.set("huge", v, 0, &forcible), SharedDict::SetResult::NoMemory);
 }
 
+TEST_F(LuaApiTest, SafeSetNeverEvictsAndForcibleIsReported) {
+  auto dict = h.dicts.define("demo", "d", 4096);
+  // Full with live entries: set evicts (forcible true), safe_set and safe_add refuse.
+  RunResult r = access(R"lua(
+    local d = ngx.shared.d
+    local forced = false
+    for i = 1, 20 do
+      local ok, err, forcible = d:set("k" .. i, string.rep("y", 1000))
+      assert(ok, err)
+      forced = forced or forcible
+    end
+    ngx.header["X-Forced"] = tostring(forced)
+    local ok, err, forcible = d:safe_set("new", string.rep("z", 1000))
+    ngx.header["X-Safe-Set"] = tostring(ok) .. " " .. tostring(err) .. " " .. tostring(forcible)
+    ok, err = d:safe_add("other", string.rep("z", 1000))
+    ngx.header["X-Safe-Add"] = tostring(ok) .. " " .. tostring(err)
+    -- Replacing a key with a value of the same size needs no eviction.
+    ok, err = d:safe_set("k20", string.rep("w", 1000))
+    ngx.header["X-Safe-Replace"] = tostring(ok) .. " " .. tostring(d:get("k20"):sub(1, 1))
+    return ngx.exit(200))lua");
+  EXPECT_EQ(response_header(r, "X-Forced"), "true");
+  EXPECT_EQ(response_header(r, "X-Safe-Set"), "false no memory false");
+  EXPECT_EQ(response_header(r, "X-Safe-Add"), "false no memory");
+  EXPECT_EQ(response_header(r, "X-Safe-Replace"), "true w");
+  DictValue out;
+  EXPECT_FALSE(dict->get("new", &out));
+  EXPECT_TRUE(dict->get("k19", &out));  // nothing was evicted by the safe calls
+}
+
 TEST_F(LuaApiTest, ReMatchFindGsub) {
   EXPECT_EQ(probe("ngx.re.match('hello 1234', '([0-9]+)')[1]"), "1234");
   EXPECT_EQ(probe("ngx.re.match('hello 1234', '([0-9]+)')[0]"), "1234");
