@@ -308,8 +308,24 @@ int ngx_newindex(lua_State* L) {
     int st = static_cast<int>(luaL_checkinteger(L, 3));
     if (st < 100 || st > 999) return luaL_error(L, "ngx.status: invalid status %d", st);
     if (r->phase == Phase::Access) {
+      // The status of the response the script generates: a final one (a 1xx would tell the
+      // client that another response follows).
+      if (st < 200) return luaL_error(L, "ngx.status: %d is not a final status", st);
       r->out->response.status = st;
     } else if (r->phase == Phase::HeaderFilter) {
+      // The origin's body (or its absence) follows this head unchanged, so the new status must
+      // frame it the same way: a final status, and bodiless (204, 304) only from bodiless.
+      const int cur = r->req->response_status();
+      auto bodiless = [](int s) { return s == 204 || s == 304; };
+      if (st < 200 || st > 599) {
+        return luaL_error(L, "ngx.status: %d cannot be set in header_filter (200..599 only)", st);
+      }
+      if (bodiless(st) != bodiless(cur)) {
+        return luaL_error(L,
+                          "ngx.status: a %d response cannot become %d in header_filter (the "
+                          "origin's body framing stays)",
+                          cur, st);
+      }
       r->req->set_response_status(st);
     } else {
       return luaL_error(L, "ngx.status is read-only in the log phase");

@@ -84,6 +84,8 @@ class LuaRequest {
   virtual void set_args(std::string_view args) = 0;
 
   // The origin's response (header_filter and log phases). set_* only in header_filter.
+  // response_status() reflects a status set earlier. set_response_status gets 200..599, and a
+  // 204/304 only in place of a 204/304 (the sandbox checks): the origin's body framing holds.
   virtual int response_status() = 0;
   virtual void set_response_status(int status) = 0;
   virtual size_t response_header_count() = 0;

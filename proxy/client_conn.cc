@@ -29,6 +29,12 @@ const char* status_phrase(int status) {
   switch (status) {
     case 200:
       return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
     case 206:
       return "Partial Content";
     case 304:
@@ -55,6 +61,14 @@ const char* status_phrase(int status) {
       return "Too Many Requests";
     case 404:
       return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 409:
+      return "Conflict";
+    case 410:
+      return "Gone";
+    case 451:
+      return "Unavailable For Legal Reasons";
     case 408:
       return "Request Timeout";
     case 413:
@@ -482,13 +496,21 @@ void ClientConn::reply_with(int status, const char* reason, bool close, std::str
     content_type = "text/plain";
   }
   char head[512];
-  int hn =
-      std::snprintf(head, sizeof head,
-                    "HTTP/1.1 %d %s\r\nContent-Type: %.*s\r\nContent-Length: %zu\r\n"
-                    "X-Request-Id: %.*s\r\n",
-                    status, phrase, static_cast<int>(std::min<size_t>(content_type.size(), 128)),
-                    content_type.data(), body.size(), static_cast<int>(e->request_id.size()),
-                    e->request_id.data());
+  int hn = 0;
+  if (status == 204 || status == 304) {
+    // No content by definition (a tenant script may answer 204 to a preflight): no body and
+    // no Content-Length, or the bytes would be read as the next response on the connection.
+    body = {};
+    hn = std::snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nX-Request-Id: %.*s\r\n", status,
+                       phrase, static_cast<int>(e->request_id.size()), e->request_id.data());
+  } else {
+    hn = std::snprintf(head, sizeof head,
+                       "HTTP/1.1 %d %s\r\nContent-Type: %.*s\r\nContent-Length: %zu\r\n"
+                       "X-Request-Id: %.*s\r\n",
+                       status, phrase, static_cast<int>(std::min<size_t>(content_type.size(), 128)),
+                       content_type.data(), body.size(), static_cast<int>(e->request_id.size()),
+                       e->request_id.data());
+  }
   out.stage_copy(head, static_cast<size_t>(hn));
   out.stage_copy(extra);
   out.stage_copy(closing_now ? std::string_view("Connection: close\r\n\r\n")

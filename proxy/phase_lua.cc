@@ -127,8 +127,15 @@ struct ExchangeLua final : lua::LuaRequest {
     if (!a.empty()) p.target += "?" + std::string(a);
     ex->target = p.target;
   }
-  int response_status() override { return ex->resp.status; }
-  void set_response_status(int) override {}  // not yet: the status line is the origin's
+  int response_status() override {
+    if (ex->policy_active && ex->policy->resp_status != 0) return ex->policy->resp_status;
+    return ex->resp.status;
+  }
+  void set_response_status(int status) override {
+    // Applied when the head is built (build_response_head); the origin's status stays in
+    // ex->resp for the cache and the response policies.
+    edits(ex).resp_status = static_cast<uint16_t>(status);
+  }
   size_t response_header_count() override { return ex->resp.headers.size(); }
   lua::HeaderView response_header(size_t i) override {
     const HeaderSpan& h = ex->resp.headers[i];

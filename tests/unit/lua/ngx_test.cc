@@ -189,6 +189,22 @@ TEST_F(LuaApiTest, HeaderAndStatusInHeaderFilter) {
   EXPECT_FALSE(server);
   EXPECT_TRUE(filtered);
   failing("ngx.say('x')", Phase::HeaderFilter);
+  // The origin's body framing holds: no interim status, no body-bearing <-> bodiless change.
+  req.status_ = 200;
+  failing("ngx.status = 101", Phase::HeaderFilter);
+  failing("ngx.status = 204", Phase::HeaderFilter);
+  failing("ngx.status = 600", Phase::HeaderFilter);
+  EXPECT_EQ(req.status_, 200);
+  req.status_ = 304;
+  failing("ngx.status = 200", Phase::HeaderFilter);
+  auto t2 = h.tenant("return { header_filter = function() ngx.status = 204 end }");
+  ASSERT_TRUE(t2->run(Phase::HeaderFilter, req).ok());
+  EXPECT_EQ(req.status_, 204);
+}
+
+TEST_F(LuaApiTest, GeneratedStatusIsFinal) {
+  failing("ngx.status = 103 ngx.say('x')");
+  EXPECT_EQ(probe("(function() ngx.status = 418 return ngx.status end)()"), "418");
 }
 
 TEST_F(LuaApiTest, LogPhaseIsReadOnly) {
