@@ -41,6 +41,10 @@ struct RunCtx {
   bool var_handle = false, header_handle = false;
   RunResult* out = nullptr;
   const char* cstack_base = nullptr;
+  // "file:line" the budget check last saw while memory was above half the cap (a growing table
+  // or string doubles, so the failing allocation comes after that): the position
+  // reported for an allocation LuaJIT failed itself (its error handler is not called then).
+  char near[96] = {};
 };
 
 struct Sandbox {

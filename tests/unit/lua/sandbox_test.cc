@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 
@@ -364,6 +365,87 @@ TEST_F(LuaSandboxTest, CompileReportsFileLineAndVersion) {
   EXPECT_FALSE(c.script->has_phase(Phase::Access));
   auto c2 = LuaScript::compile("good.lua", "return {log = function() end} ");
   EXPECT_NE(c.script->version(), c2.script->version());
+}
+
+TEST_F(LuaSandboxTest, PhaseFilesAreHandlersRunPerRequest) {
+  std::array<LuaSource, kPhaseCount> files;
+  files[0] = {"a.lua", R"lua(
+    local n = 0
+    n = n + 1                      -- the chunk runs afresh: always 1
+    SEEN = (SEEN or 0) + 1         -- globals live in the tenant's state (documented)
+    ngx.ctx.n = n
+    if ngx.var.arg_deny then return ngx.exit(403) end
+    ngx.header["X-Access"] = tostring(n)
+    ngx.header["X-Seen"] = tostring(SEEN))lua"};
+  files[2] = {"l.lua", "ngx.log(ngx.INFO, 'log ', ngx.ctx.n)"};
+  auto c = LuaScript::compile_phases(files);
+  ASSERT_TRUE(c.ok()) << c.error;
+  EXPECT_TRUE(c.script->per_phase_files());
+  EXPECT_TRUE(c.script->has_phase(Phase::Access));
+  EXPECT_FALSE(c.script->has_phase(Phase::HeaderFilter));
+  EXPECT_TRUE(c.script->has_phase(Phase::Log));
+  EXPECT_EQ(c.script->name(), "a.lua, l.lua");
+  TenantOptions o;
+  o.tenant = "demo";
+  o.log = [this](int level, std::string_view t, std::string_view msg) {
+    h.logs.push_back({level, std::string(t), std::string(msg)});
+  };
+  std::string err;
+  auto t = LuaTenant::create(c.script, std::move(o), &err);
+  ASSERT_NE(t, nullptr) << err;
+  for (int i = 0; i < 2; ++i) {
+    LuaExchangeCtx ctx;
+    RunResult r = t->run(Phase::Access, req, &ctx);
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(r.action, Action::Continue);
+    EXPECT_EQ(testing::response_header(r, "X-Access"), "1");
+    EXPECT_EQ(testing::response_header(r, "X-Seen"), std::to_string(i + 1));
+    ASSERT_TRUE(t->run(Phase::Log, req, &ctx).ok());
+  }
+  ASSERT_EQ(h.logs.size(), 2u);
+  EXPECT_EQ(h.logs[1].msg, "log 1");
+  req.args_ = "deny=1";
+  RunResult r = t->run(Phase::Access, req);
+  EXPECT_EQ(r.action, Action::Respond);
+  EXPECT_EQ(r.response.status, 403);
+
+  // Errors name the file and line; moving code to another phase changes the version.
+  files[2] = {"l.lua", "ngx.log(ngx.INFO,\n"};
+  c = LuaScript::compile_phases(files);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error.rfind("l.lua:2:", 0), 0u) << c.error;
+  std::array<LuaSource, kPhaseCount> a{LuaSource{"x.lua", "ngx.log(ngx.INFO, 'x')"}};
+  std::array<LuaSource, kPhaseCount> b;
+  b[2] = {"x.lua", "ngx.log(ngx.INFO, 'x')"};
+  auto ca = LuaScript::compile_phases(a), cb = LuaScript::compile_phases(b);
+  ASSERT_TRUE(ca.ok() && cb.ok());
+  EXPECT_NE(ca.script->version(), cb.script->version());
+  EXPECT_FALSE(LuaScript::compile_phases({}).ok());
+  files = {};
+  files[0] = {"bin.lua", "\033LJ\002"};
+  c = LuaScript::compile_phases(files);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error.find("binary chunks are not allowed"), std::string::npos) << c.error;
+}
+
+TEST_F(LuaSandboxTest, StopsCarryWhereTheScriptWas) {
+  h.limits.cpu_time = milliseconds(20);
+  auto t =
+      h.tenant("return { access = function()\n  local x = 0\n  while true do x = x + 1 end\nend }");
+  RunResult r = t->run(Phase::Access, req);
+  ASSERT_EQ(r.status, RunStatus::Timeout);
+  EXPECT_NE(r.traceback.find("demo.lua:3"), std::string::npos) << r.traceback;
+  h.limits.memory_bytes = 4u << 20;
+  h.limits.cpu_time = std::chrono::seconds(5);
+  t = h.tenant(
+      "return { access = function()\n  local t = {}\n  for i = 1, 1e9 do t[i] = i end\nend }");
+  r = t->run(Phase::Access, req);
+  ASSERT_EQ(r.status, RunStatus::OutOfMemory);
+  EXPECT_NE(r.traceback.find("demo.lua:3"), std::string::npos) << r.traceback;
+  t = h.tenant("return { access = function()\n\n  local s = string.rep('x', 1e9)\nend }");
+  r = t->run(Phase::Access, req);
+  ASSERT_EQ(r.status, RunStatus::OutOfMemory);
+  EXPECT_NE(r.traceback.find("demo.lua:3"), std::string::npos) << r.traceback;
 }
 
 TEST_F(LuaSandboxTest, PrintGoesToTheLogSink) {
