@@ -135,10 +135,10 @@ struct RuleConfig {
   bool preserve_query = false;
   // skip
   std::vector<std::string> skip_rules;  // these ids, for the rest of the request
-  bool skip_ruleset = false;             // the rest of this phase's rules ("ruleset: current")
-  bool skip_response_phase = false;      // phases: [response]
-  bool skip_cache = false;               // products: [cache]
-  bool skip_lua = false;                 // products: [lua]
+  bool skip_ruleset = false;            // the rest of this phase's rules ("ruleset: current")
+  bool skip_response_phase = false;     // phases: [response]
+  bool skip_cache = false;              // products: [cache]
+  bool skip_lua = false;                // products: [lua]
   // rewrite
   bool has_path = false, has_query = false;
   RuleValue path, query;
@@ -153,7 +153,7 @@ struct RuleConfig {
   uint32_t mitigation_timeout_s = 0;  // 0: blocked for the rest of the period only
   // challenge
   uint32_t challenge_ttl_s = 1800;  // how long a passed challenge lets the client through
-  std::string where;  // "file:line:col" of the rule
+  std::string where;                // "file:line:col" of the rule
 };
 
 // A shared policy: an ordered rule list defined once, attached to tenants by name.
@@ -183,10 +183,10 @@ struct ListConfig {
 
 // One cache rule of a tenant: the first whose conditions all hold decides for the request.
 struct CacheRule {
-  std::string path;           // path prefix ("" = any)
-  std::string bypass_cookie;  // condition: the request has this cookie
-  std::string bypass_header;  // condition: the request has this header
-  bool bypass = false;        // neither look up nor store
+  std::string path;               // path prefix ("" = any)
+  std::string bypass_cookie;      // condition: the request has this cookie
+  std::string bypass_header;      // condition: the request has this header
+  bool bypass = false;            // neither look up nor store
   bool cache_everything = false;  // store any final GET response (no-store still honoured)
   int64_t ttl_s = -1;             // lifetime override, seconds (-1: the origin's)
 };
@@ -209,13 +209,22 @@ struct CacheStoreConfig {
   uint64_t max_object_bytes = 16ull << 20;  // larger responses pass through
 };
 
-// A tenant's Lua script (lua/): phases access, header_filter, log.
+// A tenant's Lua script (lua/): phases access, header_filter, log. Either a module (`script`)
+// or OpenResty-style files, one per phase (`phase_files`); never both.
 struct TenantLua {
-  std::string script;               // file ("" = none)
-  bool fail_open = false;           // a failing access run lets the request through
-  uint16_t error_status = 500;      // else the request gets this status
+  std::string script;           // module file ("" = none)
+  std::string phase_files[3];   // access, header_filter, log ("" = none)
+  bool fail_open = false;       // a failing access run lets the request through
+  uint16_t error_status = 500;  // else the request gets this status
   uint64_t memory_bytes = 32u << 20;
-  uint32_t time_us = 5000;          // CPU budget per run
+  uint32_t time_us = 5000;             // CPU budget per run
+  uint64_t instructions = 50'000'000;  // VM instructions per run
+  uint32_t breaker_failures = 5;       // consecutive stopped runs that open the breaker (0: never)
+  uint32_t breaker_cooldown_ms = 10'000;  // how long an open breaker skips the script
+  bool any() const {
+    return !script.empty() || !phase_files[0].empty() || !phase_files[1].empty() ||
+           !phase_files[2].empty();
+  }
   std::vector<std::pair<std::string, uint64_t>> shared_dicts;  // ngx.shared.NAME, bytes
   std::string where;
 };
@@ -226,7 +235,7 @@ struct Tenant {
   TenantLua lua;
   std::vector<std::string> policies;  // shared policies, by name, run first, in this order
   std::vector<RuleOverride> policy_overrides;
-  std::vector<RuleConfig> rules;      // the tenant's own rules, after the policies'
+  std::vector<RuleConfig> rules;          // the tenant's own rules, after the policies'
   std::vector<std::string> hosts;         // lowercased; "*.example.com" for any subdomain
   std::vector<Certificate> certificates;  // served by SNI for the tenant's hosts
   std::string hsts;            // Strict-Transport-Security value added over TLS ("" = none)
