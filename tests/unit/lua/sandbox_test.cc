@@ -483,6 +483,29 @@ TEST_F(LuaSandboxTest, FormatAndConcatAndSortAreBounded) {
   EXPECT_LT(r.elapsed, h.limits.cpu_time + kStopMargin);
 }
 
+TEST_F(LuaSandboxTest, PlainFindSearchesInWindowsWithoutMissingMatches) {
+  // Plain find scans in charged windows of 64 KiB (or 4x the needle) of start positions:
+  // matches across, at and after window edges are found at the right place.
+  auto t = h.access(R"lua(
+    local function eq(a, b) if a ~= b then error(tostring(a) .. " ~= " .. tostring(b), 2) end end
+    local w = 64 * 1024
+    for _, at in ipairs({1, w - 3, w, w + 1, 2 * w - 1, 3 * w + 17}) do
+      local s = ("a"):rep(at - 1) .. "needle" .. ("b"):rep(10)
+      eq(s:find("needle", 1, true), at)
+      eq(select(2, s:find("needle", 1, true)), at + 5)
+      eq(s:find("needle", at + 1, true), nil)
+    end
+    local long = ("x"):rep(300000)
+    local s = ("y"):rep(5 * w) .. long .. "z"
+    eq(s:find(long .. "z", 1, true), 5 * w + 1)
+    eq(s:find(long .. "q", 1, true), nil)
+    eq(("abc"):find("", 2, true), 2)
+    eq(("abc"):find("abcd", 1, true), nil)
+    return ngx.exit(200))lua");
+  RunResult r = t->run(Phase::Access, req);
+  ASSERT_TRUE(r.ok()) << r.error;
+}
+
 TEST_F(LuaSandboxTest, StringLibraryBehavesLikeLua51) {
   auto t = h.access(R"lua(
     local function eq(a, b) if a ~= b then error(tostring(a) .. " ~= " .. tostring(b), 2) end end
