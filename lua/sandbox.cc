@@ -199,6 +199,14 @@ int on_error(lua_State* L) {
   lua_Debug ar;
   for (int level = 1; level <= 12 && lua_getstack(L, level, &ar); ++level) {
     if (!lua_getinfo(L, "Sln", &ar)) break;
+    // The sandbox's own frames (the runner and the pcall wrappers in the prelude, and the raw
+    // functions they call) say nothing to the script's author.
+    if (std::strcmp(ar.short_src, "prelude") == 0) continue;
+    if (*ar.what == 'C' && ar.name != nullptr &&
+        (std::strcmp(ar.name, "pcall0") == 0 || std::strcmp(ar.name, "xpcall0") == 0 ||
+         std::strcmp(ar.name, "resume0") == 0)) {
+      continue;  // the prelude's locals for the raw functions
+    }
     char line[256];
     if (ar.currentline > 0) {
       std::snprintf(line, sizeof(line), "\n\t%s:%d:", ar.short_src, ar.currentline);
