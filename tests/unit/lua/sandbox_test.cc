@@ -163,6 +163,9 @@ TEST_F(LuaSandboxTest, HugePlainFindWorks) {
 }
 
 TEST_F(LuaSandboxTest, DeepRecursionIsAnError) {
+  // About errors, not time: growing the Lua stack to its limit can take longer than the default
+  // 5 ms on a loaded machine, and would end as a timeout instead.
+  h.limits.cpu_time = milliseconds(500);
   RunResult r = run_hostile("local function f() return f() + 1 end return f()", RunStatus::Error,
                             "lua recursion");
   EXPECT_NE(r.error.find("stack overflow"), std::string::npos) << r.error;
@@ -486,6 +489,7 @@ TEST_F(LuaSandboxTest, FormatAndConcatAndSortAreBounded) {
 TEST_F(LuaSandboxTest, PlainFindSearchesInWindowsWithoutMissingMatches) {
   // Plain find scans in charged windows of 64 KiB (or 4x the needle) of start positions:
   // matches across, at and after window edges are found at the right place.
+  h.limits.cpu_time = std::chrono::seconds(5);  // about results: building the subjects takes time
   auto t = h.access(R"lua(
     local function eq(a, b) if a ~= b then error(tostring(a) .. " ~= " .. tostring(b), 2) end end
     local w = 64 * 1024
