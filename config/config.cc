@@ -499,16 +499,40 @@ class Loader {
   }
 
   void tenant_lua(const YAML::Node& n, TenantLua* l) {
-    if (!check_keys(
-            n, "tenant lua",
-            {"script", "on_error", "error_status", "max_memory", "max_time", "shared_dicts"}))
+    if (!check_keys(n, "tenant lua",
+                    {"script", "access", "header_filter", "log", "on_error", "error_status",
+                     "max_memory", "max_time", "max_instructions", "breaker", "shared_dicts"}))
       return;
     l->where = where(n);
-    if (!n["script"] || !scalar(n["script"], "lua.script", &l->script) || l->script.empty()) {
-      error(n, "lua.script (a file) is required");
+    static const char* const kPhaseKeys[3] = {"access", "header_filter", "log"};
+    bool phases = false;
+    for (int i = 0; i < 3; ++i) {
+      if (auto v = n[kPhaseKeys[i]]) {
+        const std::string what = std::string("lua.") + kPhaseKeys[i];
+        if (!scalar(v, what.c_str(), &l->phase_files[i]) || l->phase_files[i].empty()) {
+          error(v, what + " must name a file");
+          return;
+        }
+        relative_to_file(&l->phase_files[i]);
+        phases = true;
+      }
+    }
+    if (auto v = n["script"]) {
+      if (phases) {
+        error(v,
+              "lua.script (a module) and per-phase files (access, header_filter, log) "
+              "exclude each other");
+        return;
+      }
+      if (!scalar(v, "lua.script", &l->script) || l->script.empty()) {
+        error(v, "lua.script must name a file");
+        return;
+      }
+      relative_to_file(&l->script);
+    } else if (!phases) {
+      error(n, "lua needs script (a module file) or per-phase files (access, header_filter, log)");
       return;
     }
-    relative_to_file(&l->script);
     if (auto v = n["on_error"]) {
       std::string s;
       if (scalar(v, "lua.on_error", &s)) {
@@ -527,6 +551,25 @@ class Loader {
         error(v, "lua.max_time must be a duration from 1ms to 1s");
       } else {
         l->time_us = static_cast<uint32_t>(ms * 1000);
+      }
+    }
+    if (auto v = n["max_instructions"]) {
+      number(v, "lua.max_instructions", &l->instructions, 10'000, 10'000'000'000ull);
+    }
+    if (auto b = n["breaker"]) {
+      if (check_keys(b, "lua.breaker", {"failures", "cooldown"})) {
+        if (auto v = b["failures"])
+          number(v, "lua.breaker.failures", &l->breaker_failures, 0, 1000);
+        if (auto v = b["cooldown"]) {
+          std::string s;
+          uint64_t ms = 0;
+          if (scalar(v, "lua.breaker.cooldown", &s) &&
+              (!parse_duration_ms(s, &ms) || ms < 100 || ms > 3'600'000)) {
+            error(v, "lua.breaker.cooldown must be a duration from 100ms to 1h");
+          } else {
+            l->breaker_cooldown_ms = static_cast<uint32_t>(ms);
+          }
+        }
       }
     }
     if (auto d = n["shared_dicts"]) {

@@ -224,13 +224,22 @@ struct CacheStoreConfig {
   uint64_t max_object_bytes = 16ull << 20;  // larger responses pass through
 };
 
-// A tenant's Lua script (lua/): phases access, header_filter, log.
+// A tenant's Lua script (lua/): phases access, header_filter, log. Either a module (`script`)
+// or OpenResty-style files, one per phase (`phase_files`); never both.
 struct TenantLua {
-  std::string script;           // file ("" = none)
+  std::string script;           // module file ("" = none)
+  std::string phase_files[3];   // access, header_filter, log ("" = none)
   bool fail_open = false;       // a failing access run lets the request through
   uint16_t error_status = 500;  // else the request gets this status
   uint64_t memory_bytes = 32u << 20;
-  uint32_t time_us = 5000;                                     // CPU budget per run
+  uint32_t time_us = 5000;             // CPU budget per run
+  uint64_t instructions = 50'000'000;  // VM instructions per run
+  uint32_t breaker_failures = 5;       // consecutive stopped runs that open the breaker (0: never)
+  uint32_t breaker_cooldown_ms = 10'000;  // how long an open breaker skips the script
+  bool any() const {
+    return !script.empty() || !phase_files[0].empty() || !phase_files[1].empty() ||
+           !phase_files[2].empty();
+  }
   std::vector<std::pair<std::string, uint64_t>> shared_dicts;  // ngx.shared.NAME, bytes
   std::string where;
 };

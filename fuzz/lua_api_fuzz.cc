@@ -116,12 +116,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0 || size > 64 * 1024) return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
   std::string body = (data[0] & 1) ? calls_script(in) : std::string(in);
-  std::string source = "local function handler()\n" + body +
-                       "\nend\nreturn {access = handler, header_filter = handler, log = handler}";
   LuaLimits limits;
   limits.cpu_time = std::chrono::milliseconds(2);
   limits.memory_bytes = 4u << 20;
-  auto compiled = LuaScript::compile("fuzz.lua", source, limits);
+  LuaScript::CompileResult compiled;
+  if (data[0] & 2) {
+    // OpenResty style: the body is each phase file's chunk.
+    compiled = LuaScript::compile_phases(
+        {LuaSource{"access.lua", body}, LuaSource{"header_filter.lua", body},
+         LuaSource{"log.lua", body}},
+        limits);
+  } else {
+    std::string source = "local function handler()\n" + body +
+                         "\nend\nreturn {access = handler, header_filter = handler, log = handler}";
+    compiled = LuaScript::compile("fuzz.lua", source, limits);
+  }
   if (!compiled.ok()) {
     if (compiled.error.empty()) std::abort();
     return 0;

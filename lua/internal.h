@@ -42,6 +42,10 @@ struct RunCtx {
   RunResult* out = nullptr;
   const char* cstack_base = nullptr;
   lua_State* co = nullptr;  // the runner coroutine of this run (null at the module top level)
+  // "file:line" the budget check last saw while memory was above half the cap (a growing table
+  // or string doubles, so the failing allocation comes after that): the position
+  // reported for an allocation LuaJIT failed itself (its error handler is not called then).
+  char near[96] = {};
 };
 
 struct Sandbox {

@@ -308,8 +308,24 @@ int ngx_newindex(lua_State* L) {
     int st = static_cast<int>(luaL_checkinteger(L, 3));
     if (st < 100 || st > 999) return luaL_error(L, "ngx.status: invalid status %d", st);
     if (r->phase == Phase::Access) {
+      // The status of the response the script generates: a final one (a 1xx would tell the
+      // client that another response follows).
+      if (st < 200) return luaL_error(L, "ngx.status: %d is not a final status", st);
       r->out->response.status = st;
     } else if (r->phase == Phase::HeaderFilter) {
+      // The origin's body (or its absence) follows this head unchanged, so the new status must
+      // frame it the same way: a final status, and bodiless (204, 304) only from bodiless.
+      const int cur = r->req->response_status();
+      auto bodiless = [](int s) { return s == 204 || s == 304; };
+      if (st < 200 || st > 599) {
+        return luaL_error(L, "ngx.status: %d cannot be set in header_filter (200..599 only)", st);
+      }
+      if (bodiless(st) != bodiless(cur)) {
+        return luaL_error(L,
+                          "ngx.status: a %d response cannot become %d in header_filter (the "
+                          "origin's body framing stays)",
+                          cur, st);
+      }
       r->req->set_response_status(st);
     } else {
       return luaL_error(L, "ngx.status is read-only in the log phase");
@@ -1113,7 +1129,9 @@ int dict_store(lua_State* L) {
   DictValue v = check_value(L, 3);
   double ttl = luaL_optnumber(L, 4, 0);
   bool forcible = false;
-  return push_set_result(L, (d->*Op)(k, v, ttl, &forcible), forcible);
+  // Sequenced: `forcible` is read only after the store set it.
+  const SharedDict::SetResult r = (d->*Op)(k, v, ttl, &forcible);
+  return push_set_result(L, r, forcible);
 }
 
 int dict_incr(lua_State* L) {
@@ -1216,9 +1234,9 @@ void open_ngx(lua_State* L) {
   lua_createtable(L, 0, 8);
   set_fn(L, "get", dict_get);
   set_fn(L, "set", dict_store<&SharedDict::set>);
-  set_fn(L, "safe_set", dict_store<&SharedDict::set>);
+  set_fn(L, "safe_set", dict_store<&SharedDict::safe_set>);
   set_fn(L, "add", dict_store<&SharedDict::add>);
-  set_fn(L, "safe_add", dict_store<&SharedDict::add>);
+  set_fn(L, "safe_add", dict_store<&SharedDict::safe_add>);
   set_fn(L, "replace", dict_store<&SharedDict::replace>);
   set_fn(L, "incr", dict_incr);
   set_fn(L, "delete", dict_delete);

@@ -57,11 +57,24 @@ void* capped_alloc(void* ud, void* ptr, size_t osize, size_t nsize) {
   return p;
 }
 
+// Records where the running script is into r->near (allocation-free: lua_getinfo "Sl" fills
+// fixed fields only).
+void note_position(lua_State* L, RunCtx* r) {
+  lua_Debug ar;
+  for (int level = 0; level < 3 && lua_getstack(L, level, &ar); ++level) {
+    if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+      std::snprintf(r->near, sizeof r->near, "%s:%d", ar.short_src, ar.currentline);
+      return;
+    }
+  }
+}
+
 void count_hook(lua_State* L, lua_Debug*) {
   Sandbox* sb = sandbox_of(L);
   RunCtx* r = sb->run;
   if (r == nullptr) return;
   r->instructions += static_cast<uint64_t>(sb->limits.hook_interval);
+  if (sb->mem_used > sb->limits.memory_bytes / 2) note_position(L, r);
   if (r->abort == Abort::Exit) return;  // unwinding an ngx.exit: let it finish
   if (r->abort == Abort::OutOfMemory) abort_run(L, Abort::OutOfMemory);
   if (r->abort == Abort::Timeout || r->instructions > r->instruction_budget ||
@@ -173,17 +186,27 @@ int safe_require(lua_State* L) {
   return luaL_error(L, "module '%s' not found: only \"cjson\" can be required", name);
 }
 
-// xpcall handler of the runner: records the traceback of script errors into the run's result
-// and returns the error unchanged. Stops (timeout, memory, exit) skip the traceback.
+// xpcall handler of the runner: records the traceback of script errors and of stops by the
+// CPU budget or memory cap (where the script was when stopped) into the run's result, and
+// returns the error unchanged. ngx.exit is no failure and gets none. LuaJIT does not call the
+// handler for an allocation its allocator refused (LUA_ERRMEM): see RunCtx::near.
 int on_error(lua_State* L) {
   Sandbox* sb = sandbox_of(L);
   RunCtx* r = sb->run;
-  if (r == nullptr || r->abort != Abort::None || r->out == nullptr) return 1;
+  if (r == nullptr || r->abort == Abort::Exit || r->out == nullptr) return 1;
   std::string& tb = r->out->traceback;
   tb = "stack traceback:";
   lua_Debug ar;
   for (int level = 1; level <= 12 && lua_getstack(L, level, &ar); ++level) {
     if (!lua_getinfo(L, "Sln", &ar)) break;
+    // The sandbox's own frames (the runner and the pcall wrappers in the prelude, and the raw
+    // functions they call) say nothing to the script's author.
+    if (std::strcmp(ar.short_src, "prelude") == 0) continue;
+    if (*ar.what == 'C' && ar.name != nullptr &&
+        (std::strcmp(ar.name, "pcall0") == 0 || std::strcmp(ar.name, "xpcall0") == 0 ||
+         std::strcmp(ar.name, "resume0") == 0)) {
+      continue;  // the prelude's locals for the raw functions
+    }
     char line[256];
     if (ar.currentline > 0) {
       std::snprintf(line, sizeof(line), "\n\t%s:%d:", ar.short_src, ar.currentline);
@@ -383,10 +406,29 @@ int build_env(lua_State* L) {
   return 0;
 }
 
+// The phases form: each file's chunk is its phase's handler (nothing runs). In lua_cpcall.
+int load_phase_files(lua_State* L) {
+  Sandbox* sb = sandbox_of(L);
+  const LuaScript& s = *sb->script;
+  for (size_t i = 0; i < kPhaseCount; ++i) {
+    const LuaSource& f = s.phase_source(static_cast<Phase>(i));
+    if (f.name.empty()) continue;
+    if (!f.text.empty() && f.text[0] == '\033') {
+      lua_pushfstring(L, "%s: binary chunks are not allowed", f.name.c_str());
+      lua_error(L);
+    }
+    std::string chunk = "=" + f.name;
+    if (luaL_loadbufferx(L, f.text.data(), f.text.size(), chunk.c_str(), "t") != 0) lua_error(L);
+    sb->phase_ref[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  return 0;
+}
+
 // Loads and runs the module top level, then references its phase functions. In lua_cpcall.
 int load_module(lua_State* L) {
   Sandbox* sb = sandbox_of(L);
   const LuaScript& s = *sb->script;
+  if (s.per_phase_files()) return load_phase_files(L);
   std::string chunk = "=" + s.name();
   if (!s.source().empty() && s.source()[0] == '\033') {
     lua_pushfstring(L, "%s: binary chunks are not allowed", s.name().c_str());
@@ -693,11 +735,40 @@ void LuaExchangeCtx::reset() {
 
 LuaScript::CompileResult LuaScript::compile(std::string name, std::string source,
                                             const LuaLimits& limits) {
-  CompileResult res;
   auto script = std::shared_ptr<LuaScript>(new LuaScript());
   script->name_ = std::move(name);
   script->source_ = std::move(source);
   script->version_ = sha256_hex(script->source_).substr(0, 12);
+  return finish(std::move(script), limits);
+}
+
+LuaScript::CompileResult LuaScript::compile_phases(std::array<LuaSource, kPhaseCount> files,
+                                                   const LuaLimits& limits) {
+  auto script = std::shared_ptr<LuaScript>(new LuaScript());
+  script->per_phase_ = true;
+  std::string all;
+  for (size_t i = 0; i < kPhaseCount; ++i) {
+    if (files[i].name.empty()) continue;
+    if (!script->name_.empty()) script->name_ += ", ";
+    script->name_ += files[i].name;
+    // Phase name and length first: moving code between phases changes the version.
+    all += phase_name(static_cast<Phase>(i));
+    all += ' ' + std::to_string(files[i].text.size()) + '\n';
+    all += files[i].text;
+  }
+  if (script->name_.empty()) {
+    CompileResult res;
+    res.error = "no phase file given (access, header_filter or log)";
+    return res;
+  }
+  script->version_ = sha256_hex(all).substr(0, 12);
+  script->phase_files_ = std::move(files);
+  return finish(std::move(script), limits);
+}
+
+LuaScript::CompileResult LuaScript::finish(std::shared_ptr<LuaScript> script,
+                                           const LuaLimits& limits) {
+  CompileResult res;
   // Instantiate once in a throwaway sandbox: syntax, top level and shape are checked here, at
   // config load, so a worker never meets a script that cannot load.
   Sandbox sb;
@@ -825,9 +896,12 @@ void LuaTenant::run(Phase phase, LuaRequest& req, LuaExchangeCtx* ctx, RunResult
     out.action = Action::Respond;
     if (out.response.status == 0) out.response.status = 200;
   }
+  if (out.status == RunStatus::OutOfMemory && out.traceback.empty() && r.near[0] != '\0') {
+    out.traceback =
+        std::string("stack traceback unavailable (the allocator failed); near ") + r.near;
+  }
   if (out.status != RunStatus::Ok) {
     out.action = Action::Continue;
-    if (out.status != RunStatus::Error) out.traceback.clear();
     ++sb->consecutive_failures;
     ++sb->total_failures;
   } else {

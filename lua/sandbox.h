@@ -15,6 +15,7 @@
 // status is Ok, Error, Timeout (CPU budget) or OutOfMemory, plus what the script decided.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -84,6 +85,8 @@ class LuaRequest {
   virtual void set_args(std::string_view args) = 0;
 
   // The origin's response (header_filter and log phases). set_* only in header_filter.
+  // response_status() reflects a status set earlier. set_response_status gets 200..599, and a
+  // 204/304 only in place of a 204/304 (the sandbox checks): the origin's body framing holds.
   virtual int response_status() = 0;
   virtual void set_response_status(int status) = 0;
   virtual size_t response_header_count() = 0;
@@ -145,9 +148,20 @@ struct RunResult {
   void clear();
 };
 
-// A tenant script compiled at config load. compile() syntax-checks the source (text only) and
-// instantiates it once in a throwaway sandbox, so a module that fails at load or does not return
-// a table of phase functions is refused here, with "name:line: message".
+// One file of Lua source: its name (for messages: "name:line: ...") and its text.
+struct LuaSource {
+  std::string name;
+  std::string text;
+};
+
+// A tenant script compiled at config load, in one of two forms:
+//   module   one file whose top level returns {access = fn, header_filter = fn, log = fn};
+//            compile() instantiates it once in a throwaway sandbox, so a module that fails at
+//            load or does not return a table of phase functions is refused here.
+//   phases   OpenResty style, one file per phase (access_by_lua_file etc.): each file's chunk
+//            is that phase's handler and runs once per request; compile_phases() syntax-checks
+//            every file (nothing runs at load).
+// Errors read "name:line: message". Sources are loaded in text mode only.
 class LuaScript {
  public:
   struct CompileResult {
@@ -157,15 +171,29 @@ class LuaScript {
   };
   static CompileResult compile(std::string name, std::string source,
                                const LuaLimits& limits = LuaLimits());
+  // files[phase]: an empty name means the script has no handler for that phase (at least one
+  // must be given).
+  static CompileResult compile_phases(std::array<LuaSource, kPhaseCount> files,
+                                      const LuaLimits& limits = LuaLimits());
 
+  // The module's file, or the phase files' names joined with ", ".
   const std::string& name() const { return name_; }
+  // The module's source ("" for the phases form).
   const std::string& source() const { return source_; }
-  const std::string& version() const { return version_; }  // first 12 hex of SHA-256(source)
+  // The phases form's file of phase p (empty name: none); empty for a module.
+  const LuaSource& phase_source(Phase p) const { return phase_files_[static_cast<size_t>(p)]; }
+  bool per_phase_files() const { return per_phase_; }
+  // First 12 hex of SHA-256: of the source (module), or of the phase files' texts, each
+  // preceded by its phase name (phases).
+  const std::string& version() const { return version_; }
   bool has_phase(Phase p) const { return phases_[static_cast<size_t>(p)]; }
 
  private:
   LuaScript() = default;
+  static CompileResult finish(std::shared_ptr<LuaScript> script, const LuaLimits& limits);
   std::string name_, source_, version_;
+  std::array<LuaSource, kPhaseCount> phase_files_;
+  bool per_phase_ = false;
   bool phases_[kPhaseCount] = {false, false, false};
 };
 

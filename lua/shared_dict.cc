@@ -25,7 +25,7 @@ void SharedDict::erase_locked(std::unordered_map<std::string, Entry>::iterator i
 }
 
 SharedDict::SetResult SharedDict::store_locked(std::string_view key, const DictValue& v, double ttl,
-                                               bool* forcible) {
+                                               bool* forcible, bool may_evict) {
   if (forcible) *forcible = false;
   auto it = map_.find(std::string(key));
   if (v.type == DictValue::Type::Nil) {
@@ -34,16 +34,19 @@ SharedDict::SetResult SharedDict::store_locked(std::string_view key, const DictV
   }
   size_t need = cost(key, v);
   if (need > capacity_) return SetResult::NoMemory;
-  if (it != map_.end()) erase_locked(it);
+  const size_t replaced = it != map_.end() ? it->second.bytes : 0;
   // Make room: expired entries first, then least recently used.
   Clock::time_point now = Clock::now();
-  if (used_ + need > capacity_) {
+  if (used_ - replaced + need > capacity_) {
     for (auto i = map_.begin(); i != map_.end();) {
       auto next = std::next(i);
-      if (expired(i->second, now)) erase_locked(i);
+      if (expired(i->second, now) && i != it) erase_locked(i);
       i = next;
     }
   }
+  // safe_set / safe_add: no live entry is evicted (the old value of the key stays on failure).
+  if (!may_evict && used_ - replaced + need > capacity_) return SetResult::NoMemory;
+  if (it != map_.end()) erase_locked(it);
   while (used_ + need > capacity_ && !lru_.empty()) {
     erase_locked(map_.find(lru_.back()));
     if (forcible) *forcible = true;
@@ -65,18 +68,36 @@ SharedDict::SetResult SharedDict::store_locked(std::string_view key, const DictV
 SharedDict::SetResult SharedDict::set(std::string_view key, const DictValue& v, double ttl,
                                       bool* forcible) {
   std::lock_guard<std::mutex> lock(mu_);
-  return store_locked(key, v, ttl, forcible);
+  return store_locked(key, v, ttl, forcible, true);
 }
 
-SharedDict::SetResult SharedDict::add(std::string_view key, const DictValue& v, double ttl,
-                                      bool* forcible) {
+SharedDict::SetResult SharedDict::safe_set(std::string_view key, const DictValue& v, double ttl,
+                                           bool* forcible) {
   std::lock_guard<std::mutex> lock(mu_);
+  return store_locked(key, v, ttl, forcible, false);
+}
+
+SharedDict::SetResult SharedDict::add_locked(std::string_view key, const DictValue& v, double ttl,
+                                             bool* forcible, bool may_evict) {
+  if (forcible) *forcible = false;
   auto it = map_.find(std::string(key));
   if (it != map_.end()) {
     if (!expired(it->second, Clock::now())) return SetResult::Exists;
     erase_locked(it);
   }
-  return store_locked(key, v, ttl, forcible);
+  return store_locked(key, v, ttl, forcible, may_evict);
+}
+
+SharedDict::SetResult SharedDict::add(std::string_view key, const DictValue& v, double ttl,
+                                      bool* forcible) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return add_locked(key, v, ttl, forcible, true);
+}
+
+SharedDict::SetResult SharedDict::safe_add(std::string_view key, const DictValue& v, double ttl,
+                                           bool* forcible) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return add_locked(key, v, ttl, forcible, false);
 }
 
 SharedDict::SetResult SharedDict::replace(std::string_view key, const DictValue& v, double ttl,
@@ -88,7 +109,7 @@ SharedDict::SetResult SharedDict::replace(std::string_view key, const DictValue&
     erase_locked(it);
     return SetResult::NotFound;
   }
-  return store_locked(key, v, ttl, forcible);
+  return store_locked(key, v, ttl, forcible, true);
 }
 
 SharedDict::SetResult SharedDict::incr(std::string_view key, double delta, const double* init,
@@ -106,7 +127,7 @@ SharedDict::SetResult SharedDict::incr(std::string_view key, double delta, const
     v.type = DictValue::Type::Number;
     v.number = *init + delta;
     *result = v.number;
-    return store_locked(key, v, init_ttl, forcible);
+    return store_locked(key, v, init_ttl, forcible, true);
   }
   if (it->second.value.type != DictValue::Type::Number) return SetResult::Exists;
   it->second.value.number += delta;

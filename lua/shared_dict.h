@@ -31,9 +31,12 @@ class SharedDict {
 
   enum class SetResult : uint8_t { Stored, Exists, NotFound, NoMemory };
   // ttl <= 0: no expiry. `forcible` is set when live entries were evicted to make room.
+  // safe_set / safe_add never evict a live entry: NoMemory instead (expired ones may go).
   bool get(std::string_view key, DictValue* out, bool* stale = nullptr);
   SetResult set(std::string_view key, const DictValue& v, double ttl_sec, bool* forcible);
+  SetResult safe_set(std::string_view key, const DictValue& v, double ttl_sec, bool* forcible);
   SetResult add(std::string_view key, const DictValue& v, double ttl_sec, bool* forcible);
+  SetResult safe_add(std::string_view key, const DictValue& v, double ttl_sec, bool* forcible);
   SetResult replace(std::string_view key, const DictValue& v, double ttl_sec, bool* forcible);
   // incr: NotFound when absent and no init; "not a number" reported as Exists.
   SetResult incr(std::string_view key, double delta, const double* init, double init_ttl,
@@ -54,7 +57,10 @@ class SharedDict {
   static size_t cost(std::string_view key, const DictValue& v) {
     return key.size() + v.string.size() + 64;
   }
-  SetResult store_locked(std::string_view key, const DictValue& v, double ttl, bool* forcible);
+  SetResult store_locked(std::string_view key, const DictValue& v, double ttl, bool* forcible,
+                         bool may_evict);
+  SetResult add_locked(std::string_view key, const DictValue& v, double ttl, bool* forcible,
+                       bool may_evict);
   void erase_locked(std::unordered_map<std::string, Entry>::iterator it);
   bool expired(const Entry& e, Clock::time_point now) const {
     return e.expires != Clock::time_point{} && e.expires <= now;

@@ -1,8 +1,10 @@
 // Lua 5.1 patterns with a step budget. C functions cannot be preempted by the count hook, so
 // string.find/match/gmatch/gsub are our own backtracking matcher that charges every step to the
 // run's budget (and raises the timeout error when it is spent), with a recursion limit and a
-// subject size cap. Plain find is memmem (linear). string.rep checks the result size against
+// subject size cap. Plain find is memmem (linear) in charged windows. string.rep checks the
+// result size against
 // the memory cap before allocating; table.concat charges per element.
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -368,6 +370,26 @@ void init_matcher(Matcher& m, lua_State* L, const char* s, size_t ls, const char
   m.depth = 0;
 }
 
+// Plain search: memmem over windows of start positions, each charged before it is searched, so
+// that one call over a large subject (up to the memory cap) stops near the budget instead of
+// after the whole scan. A window holds at least 4x the needle's length of start positions, so
+// the bytes scanned twice (the needle's length per window) and memmem's per-call setup stay a
+// fraction of the subject.
+const char* plain_find(lua_State* L, const char* s, size_t ls, const char* p, size_t lp) {
+  if (lp == 0) return s;
+  if (lp > ls) return nullptr;
+  const size_t window = std::max<size_t>(64 * 1024, 4 * lp);
+  const size_t last = ls - lp;  // the last position a match can start at
+  for (size_t start = 0; start <= last;) {
+    const size_t starts = std::min(window, last - start + 1);
+    const size_t span = starts + lp - 1;
+    charge(L, span / 64 + 1);
+    if (const void* hit = memmem(s + start, span, p, lp)) return static_cast<const char*>(hit);
+    start += starts;
+  }
+  return nullptr;
+}
+
 int find_aux(lua_State* L, bool find) {
   size_t ls = 0, lp = 0;
   const char* s = luaL_checklstring(L, 1, &ls);
@@ -380,8 +402,7 @@ int find_aux(lua_State* L, bool find) {
   }
   if (find && (lua_toboolean(L, 4) || !has_specials(p, lp))) {
     // Plain search: linear.
-    charge(L, (ls - static_cast<size_t>(init)) / 64);
-    const void* hit = lp == 0 ? s + init : memmem(s + init, ls - static_cast<size_t>(init), p, lp);
+    const char* hit = plain_find(L, s + init, ls - static_cast<size_t>(init), p, lp);
     if (hit) {
       ptrdiff_t at = static_cast<const char*>(hit) - s;
       lua_pushinteger(L, at + 1);

@@ -29,6 +29,12 @@ const char* status_phrase(int status) {
   switch (status) {
     case 200:
       return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
     case 206:
       return "Partial Content";
     case 304:
@@ -55,6 +61,14 @@ const char* status_phrase(int status) {
       return "Too Many Requests";
     case 404:
       return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 409:
+      return "Conflict";
+    case 410:
+      return "Gone";
+    case 451:
+      return "Unavailable For Legal Reasons";
     case 408:
       return "Request Timeout";
     case 413:
@@ -513,12 +527,19 @@ void ClientConn::reply_with(int status, const char* reason, bool close, std::str
   }
   char head[512];
   Piece h(head, sizeof head);
-  char length[24];
-  h.add("HTTP/1.1 ").add(code).add(" ").add(phrase).add("\r\nContent-Type: ");
-  h.add(content_type.substr(0, 128)).add("\r\nContent-Length: ");
-  h.add(std::string_view(length,
-                         std::to_chars(length, length + sizeof length, body.size()).ptr - length));
-  h.add("\r\nX-Request-Id: ").add(e->request_id).add("\r\n");
+  h.add("HTTP/1.1 ").add(code).add(" ").add(phrase).add("\r\n");
+  if (status == 204 || status == 304) {
+    // No content by definition (a tenant script may answer 204 to a preflight): no body and
+    // no Content-Length, or the bytes would be read as the next response on the connection.
+    body = {};
+  } else {
+    char length[24];
+    h.add("Content-Type: ").add(content_type.substr(0, 128)).add("\r\nContent-Length: ");
+    h.add(std::string_view(
+        length, std::to_chars(length, length + sizeof length, body.size()).ptr - length));
+    h.add("\r\n");
+  }
+  h.add("X-Request-Id: ").add(e->request_id).add("\r\n");
   int hn = static_cast<int>(h.view().size());
   out.stage_copy(h.view());
   out.stage_copy(extra);

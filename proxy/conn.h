@@ -129,6 +129,7 @@ struct ClientConn final : Http1Handler {
   // `extra`: preformatted header lines ("Location: ...\r\n") for the response.
   void reply(int status, const char* reason, bool close, std::string_view extra = {});
   // The same with the caller's body and content type (an empty type: the standard body).
+  // A 204 or 304 goes without body, type or length.
   void reply_with(int status, const char* reason, bool close, std::string_view extra,
                   std::string_view content_type, std::string_view body);
   // Both directions of the current exchange are done: next request, or close.

@@ -264,20 +264,34 @@ std::string Server::metrics_text() const {
     m += rules;
   }
   if (const LuaRuntime* lua = snap_->lua()) {
-    std::string runs;
+    std::string runs, trips, skips;
     for (size_t t = 0; t < lua->tenant_count(); ++t) {
       const TenantLuaRuntime& rt = lua->tenant(t);
       if (!rt.script) continue;
-      const std::string l = "tenant=\"" + label(snap_->cfg().tenants[t].name) + "\",version=\"" +
-                            rt.script->version() + "\",result=";
+      const std::string tv = "tenant=\"" + label(snap_->cfg().tenants[t].name) + "\",version=\"" +
+                             rt.script->version() + "\"";
+      const std::string l = tv + ",result=";
       const uint64_t all = rt.runs->load(std::memory_order_relaxed);
       const uint64_t failed = rt.failures->load(std::memory_order_relaxed);
       sample(runs, "parapet_lua_runs_total", l + "\"ok\"", all >= failed ? all - failed : 0);
       sample(runs, "parapet_lua_runs_total", l + "\"failed\"", failed);
+      sample(trips, "parapet_lua_breaker_trips_total", tv,
+             rt.breaker_trips->load(std::memory_order_relaxed));
+      sample(skips, "parapet_lua_breaker_skipped_total", tv,
+             rt.breaker_skips->load(std::memory_order_relaxed));
     }
     header(m, "parapet_lua_runs_total", "counter",
            "Tenant script runs by result (failed: error, CPU budget or memory cap).");
     m += runs;
+    header(m, "parapet_lua_breaker_trips_total", "counter",
+           "Times a worker's breaker stopped running a tenant's script (consecutive runs "
+           "stopped by the CPU budget or memory cap).");
+    m += trips;
+    header(m, "parapet_lua_breaker_skipped_total", "counter",
+           "Script runs an open breaker skipped (the request got the failure outcome).");
+    m += skips;
+    header(m, "parapet_lua_states", "gauge", "Tenant Lua states alive in all workers.");
+    sample(m, "parapet_lua_states", "", LuaRuntime::live_states());
   }
   if (cache_) {
     std::string req_s, events, objects, bytes;

@@ -1,9 +1,12 @@
 #include "proxy/phase_lua.h"
 
+#include <array>
+#include <atomic>
 #include <fstream>
 #include <sstream>
 #include <unordered_map>
 
+#include "lua/breaker.h"
 #include "lua/shared_dict.h"
 #include "proxy/log.h"
 #include "proxy/phase_policy.h"
@@ -36,26 +39,39 @@ std::string lower(std::string_view s) {
 
 bool clean(std::string_view v) { return v.find_first_of("\r\n") == std::string_view::npos; }
 
-// One worker's Lua states, by script (a reload with a new script makes new states; states of
-// scripts no snapshot uses any more go once no exchange holds them).
-struct WorkerStates {
-  struct Slot {
-    std::shared_ptr<const lua::LuaScript> script;
-    std::shared_ptr<lua::LuaTenant> tenant;
-  };
-  std::unordered_map<const lua::LuaScript*, Slot> map;
-};
-thread_local WorkerStates t_states;
+std::atomic<uint64_t> g_live_states{0};
 
-std::shared_ptr<lua::LuaTenant> tenant_for(const TenantLuaRuntime& rt, const std::string& name,
-                                           std::string* err) {
-  auto it = t_states.map.find(rt.script.get());
-  if (it != t_states.map.end()) return it->second.tenant;
-  std::erase_if(t_states.map, [](const auto& kv) {
-    return kv.second.script.use_count() == 1 && kv.second.tenant.use_count() == 1;
+// One tenant's script on one worker: its state and its breaker.
+struct WorkerTenant {
+  WorkerTenant(std::unique_ptr<lua::LuaTenant> t, const TenantLuaRuntime& rt)
+      : tenant(std::move(t)), breaker(rt.breaker_failures, rt.breaker_cooldown) {
+    g_live_states.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~WorkerTenant() { g_live_states.fetch_sub(1, std::memory_order_relaxed); }
+  WorkerTenant(const WorkerTenant&) = delete;
+  WorkerTenant& operator=(const WorkerTenant&) = delete;
+
+  std::unique_ptr<lua::LuaTenant> tenant;  // holds its LuaScript: the map's key stays valid
+  lua::LuaBreaker breaker;
+};
+
+// One worker's Lua states, by script. A reload with a new script makes new states; states of
+// scripts that neither the worker's snapshot nor the requesting exchange's use go once no
+// exchange holds them (checked whenever a new state is made).
+thread_local std::unordered_map<const lua::LuaScript*, std::shared_ptr<WorkerTenant>> t_states;
+
+std::shared_ptr<WorkerTenant> tenant_for(Exchange* ex, const TenantLuaRuntime& rt,
+                                         std::string* err) {
+  auto it = t_states.find(rt.script.get());
+  if (it != t_states.end()) return it->second;
+  const LuaRuntime* mine = ex->snap->lua();
+  const LuaRuntime* current = ex->client->wk()->snapshot()->lua();
+  std::erase_if(t_states, [&](const auto& kv) {
+    return kv.second.use_count() == 1 && !(mine && mine->uses(kv.first)) &&
+           !(current && current->uses(kv.first));
   });
   lua::TenantOptions opt;
-  opt.tenant = name;
+  opt.tenant = ex->snap->cfg().tenants[ex->tenant].name;
   opt.limits = rt.limits;
   opt.dicts = &dicts();
   opt.log = [](int level, std::string_view tenant, std::string_view msg) {
@@ -64,16 +80,16 @@ std::shared_ptr<lua::LuaTenant> tenant_for(const TenantLuaRuntime& rt, const std
   };
   std::unique_ptr<lua::LuaTenant> t = lua::LuaTenant::create(rt.script, std::move(opt), err);
   if (!t) return nullptr;
-  std::shared_ptr<lua::LuaTenant> shared(std::move(t));
-  t_states.map.emplace(rt.script.get(), WorkerStates::Slot{rt.script, shared});
-  return shared;
+  auto wt = std::make_shared<WorkerTenant>(std::move(t), rt);
+  t_states.emplace(rt.script.get(), wt);
+  return wt;
 }
 
 }  // namespace
 
 // The request as the script sees it (ngx.var, ngx.req, ngx.header).
 struct ExchangeLua final : lua::LuaRequest {
-  ExchangeLua(Exchange* e, std::shared_ptr<lua::LuaTenant> t) : ex(e), tenant(std::move(t)) {}
+  ExchangeLua(Exchange* e, std::shared_ptr<WorkerTenant> t) : ex(e), state(std::move(t)) {}
 
   std::string_view method() override {
     return llhttp_method_name(static_cast<llhttp_method_t>(ex->req.method));
@@ -127,8 +143,15 @@ struct ExchangeLua final : lua::LuaRequest {
     if (!a.empty()) p.target += "?" + std::string(a);
     ex->target = p.target;
   }
-  int response_status() override { return ex->resp.status; }
-  void set_response_status(int) override {}  // not yet: the status line is the origin's
+  int response_status() override {
+    if (ex->policy_active && ex->policy->resp_status != 0) return ex->policy->resp_status;
+    return ex->resp.status;
+  }
+  void set_response_status(int status) override {
+    // Applied when the head is built (build_response_head); the origin's status stays in
+    // ex->resp for the cache and the response policies.
+    edits(ex).resp_status = static_cast<uint16_t>(status);
+  }
   size_t response_header_count() override { return ex->resp.headers.size(); }
   lua::HeaderView response_header(size_t i) override {
     const HeaderSpan& h = ex->resp.headers[i];
@@ -157,8 +180,8 @@ struct ExchangeLua final : lua::LuaRequest {
   }
 
   Exchange* ex;
-  std::shared_ptr<lua::LuaTenant> tenant;
-  lua::LuaExchangeCtx ctx;
+  std::shared_ptr<WorkerTenant> state;
+  lua::LuaExchangeCtx ctx;  // declared after `state`: released before it
   lua::RunResult result;
   std::string remote;
 };
@@ -167,30 +190,77 @@ void ExchangeLuaDeleter::operator()(ExchangeLua* l) const { delete l; }
 
 namespace {
 
+const std::string& tenant_name(const Exchange* ex) {
+  return ex->snap->cfg().tenants[ex->tenant].name;
+}
+
 // A run that failed: logged with the tenant, the script's version and the traceback.
 void report(Exchange* ex, const TenantLuaRuntime& rt, lua::Phase phase, const lua::RunResult& r) {
   rt.failures->fetch_add(1, std::memory_order_relaxed);
-  const std::string& tenant = ex->snap->cfg().tenants[ex->tenant].name;
   log_error("worker=%u request_id=%.*s tenant=%s script=%s version=%s phase=%s lua %s: %s%s%s",
             ex->client->wk()->index(), static_cast<int>(ex->request_id.size()),
-            ex->request_id.data(), tenant.c_str(), rt.script->name().c_str(),
+            ex->request_id.data(), tenant_name(ex).c_str(), rt.script->name().c_str(),
             rt.script->version().c_str(), lua::phase_name(phase), lua::run_status_name(r.status),
             r.error.c_str(), r.traceback.empty() ? "" : "\n", r.traceback.c_str());
 }
 
-bool run_phase(Exchange* ex, lua::Phase phase) {
+enum class Outcome { Ok, Failed, Skipped };
+
+// Runs one phase through the state's breaker. Skipped: the breaker is open (nothing ran).
+Outcome run_phase(Exchange* ex, lua::Phase phase) {
   const TenantLuaRuntime& rt = ex->snap->lua()->tenant(ex->tenant);
   ExchangeLua& l = *ex->lua;
-  if (!rt.script->has_phase(phase)) return true;
+  if (!rt.script->has_phase(phase)) return Outcome::Ok;
+  lua::LuaBreaker& breaker = l.state->breaker;
+  const bool was_open = breaker.is_open();
+  if (!breaker.allow(lua::LuaBreaker::Clock::now())) {
+    rt.breaker_skips->fetch_add(1, std::memory_order_relaxed);
+    return Outcome::Skipped;
+  }
   l.result.clear();
-  l.tenant->run(phase, l, &l.ctx, l.result);
+  l.state->tenant->run(phase, l, &l.ctx, l.result);
   rt.runs->fetch_add(1, std::memory_order_relaxed);
-  if (l.result.ok()) return true;
+  const bool stopped =
+      l.result.status == lua::RunStatus::Timeout || l.result.status == lua::RunStatus::OutOfMemory;
+  if (breaker.record(stopped, lua::LuaBreaker::Clock::now())) {
+    // A trip: logged once (the breaker stays open for the cooldown), and counted.
+    rt.breaker_trips->fetch_add(1, std::memory_order_relaxed);
+    log_error(
+        "worker=%u tenant=%s script=%s version=%s lua breaker open: %s; the script is skipped "
+        "for %lld ms (requests get the tenant's failure outcome)",
+        ex->client->wk()->index(), tenant_name(ex).c_str(), rt.script->name().c_str(),
+        rt.script->version().c_str(),
+        was_open ? "the probe run was stopped again"
+                 : "consecutive runs stopped by the CPU budget or memory cap",
+        static_cast<long long>(rt.breaker_cooldown.count()));
+  } else if (was_open) {
+    log_error("worker=%u tenant=%s script=%s version=%s lua breaker closed: the probe run ended %s",
+              ex->client->wk()->index(), tenant_name(ex).c_str(), rt.script->name().c_str(),
+              rt.script->version().c_str(), lua::run_status_name(l.result.status));
+  }
+  if (l.result.ok()) return Outcome::Ok;
   report(ex, rt, phase, l.result);
-  return false;
+  return Outcome::Failed;
+}
+
+std::string read_file(const std::string& path, bool* ok) {
+  std::ifstream in(path, std::ios::binary);
+  *ok = static_cast<bool>(in);
+  std::stringstream ss;
+  if (*ok) ss << in.rdbuf();
+  return ss.str();
 }
 
 }  // namespace
+
+bool LuaRuntime::uses(const lua::LuaScript* s) const {
+  for (const TenantLuaRuntime& t : tenants_) {
+    if (t.script.get() == s) return true;
+  }
+  return false;
+}
+
+uint64_t LuaRuntime::live_states() { return g_live_states.load(std::memory_order_relaxed); }
 
 std::shared_ptr<const LuaRuntime> LuaRuntime::build(const config::Config& cfg,
                                                     std::vector<std::string>* errors) {
@@ -198,20 +268,40 @@ std::shared_ptr<const LuaRuntime> LuaRuntime::build(const config::Config& cfg,
   auto out = std::make_shared<LuaRuntime>();
   for (const config::Tenant& t : cfg.tenants) {
     TenantLuaRuntime& rt = out->tenants_.emplace_back();
-    if (t.lua.script.empty()) continue;
+    if (!t.lua.any()) continue;
     rt.fail_open = t.lua.fail_open;
     rt.error_status = t.lua.error_status;
     rt.limits.memory_bytes = t.lua.memory_bytes;
     rt.limits.cpu_time = std::chrono::microseconds(t.lua.time_us);
-    std::ifstream in(t.lua.script);
-    if (!in) {
-      errors->push_back(t.lua.where + ": tenant '" + t.name + "': cannot read lua script '" +
-                        t.lua.script + "'");
-      continue;
+    rt.limits.instructions = t.lua.instructions;
+    rt.breaker_failures = t.lua.breaker_failures;
+    rt.breaker_cooldown = std::chrono::milliseconds(t.lua.breaker_cooldown_ms);
+    bool readable = true;
+    auto read = [&](const std::string& path) {
+      bool ok = false;
+      std::string text = read_file(path, &ok);
+      if (!ok) {
+        readable = false;
+        errors->push_back(t.lua.where + ": tenant '" + t.name + "': cannot read lua script '" +
+                          path + "'");
+      }
+      return text;
+    };
+    lua::LuaScript::CompileResult c;
+    if (!t.lua.script.empty()) {
+      std::string text = read(t.lua.script);
+      if (!readable) continue;
+      c = lua::LuaScript::compile(t.lua.script, std::move(text), rt.limits);
+    } else {
+      std::array<lua::LuaSource, lua::kPhaseCount> files;
+      for (size_t i = 0; i < lua::kPhaseCount; ++i) {
+        if (t.lua.phase_files[i].empty()) continue;
+        files[i].name = t.lua.phase_files[i];
+        files[i].text = read(files[i].name);
+      }
+      if (!readable) continue;
+      c = lua::LuaScript::compile_phases(std::move(files), rt.limits);
     }
-    std::stringstream ss;
-    ss << in.rdbuf();
-    lua::LuaScript::CompileResult c = lua::LuaScript::compile(t.lua.script, ss.str(), rt.limits);
     if (!c.ok()) {
       errors->push_back(c.error + " (lua script of tenant '" + t.name + "')");
       continue;
@@ -234,20 +324,19 @@ Flow phase_lua(Exchange* ex) {
   if (ex->policy_active && ex->policy->skip_lua) return Flow::Continue;  // skip: products
   ClientConn* c = ex->client;
   std::string err;
-  std::shared_ptr<lua::LuaTenant> tenant =
-      tenant_for(rt, ex->snap->cfg().tenants[ex->tenant].name, &err);
-  if (!tenant) {
+  std::shared_ptr<WorkerTenant> state = tenant_for(ex, rt, &err);
+  if (!state) {
     rt.failures->fetch_add(1, std::memory_order_relaxed);
-    log_error("worker=%u tenant=%s lua state: %s", c->wk()->index(),
-              ex->snap->cfg().tenants[ex->tenant].name.c_str(), err.c_str());
+    log_error("worker=%u tenant=%s lua state: %s", c->wk()->index(), tenant_name(ex).c_str(),
+              err.c_str());
     if (rt.fail_open) return Flow::Continue;
     c->reply(rt.error_status, "lua.error", false);
     return Flow::Respond;
   }
-  ex->lua.reset(new ExchangeLua(ex, std::move(tenant)));
-  if (!run_phase(ex, lua::Phase::Access)) {
+  ex->lua.reset(new ExchangeLua(ex, std::move(state)));
+  if (Outcome o = run_phase(ex, lua::Phase::Access); o != Outcome::Ok) {
     if (rt.fail_open) return Flow::Continue;
-    c->reply(rt.error_status, "lua.error", false);
+    c->reply(rt.error_status, o == Outcome::Skipped ? "lua.breaker_open" : "lua.error", false);
     return Flow::Respond;
   }
   const lua::RunResult& r = ex->lua->result;

@@ -7,9 +7,14 @@
 // per tenant per worker, whatever the number of routes). A failing run (error, CPU budget,
 // memory cap) fails only its own request, as the tenant configured: `error_status` (500), or
 // `fail_open`; it is logged with tenant, script version and traceback, and counted.
+//
+// Each worker keeps a circuit breaker per state (lua/breaker.h): after `breaker_failures`
+// consecutive runs stopped by the CPU budget or memory cap, the script is not run for
+// `breaker_cooldown` (its requests get the failure outcome at once), then one run probes.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,12 +26,19 @@
 namespace parapet {
 
 struct TenantLuaRuntime {
+  using Counter = std::unique_ptr<std::atomic<uint64_t>>;
   std::shared_ptr<const lua::LuaScript> script;  // null: no script
   lua::LuaLimits limits;
   bool fail_open = false;
   uint16_t error_status = 500;
-  std::unique_ptr<std::atomic<uint64_t>> runs = std::make_unique<std::atomic<uint64_t>>(0);
-  std::unique_ptr<std::atomic<uint64_t>> failures = std::make_unique<std::atomic<uint64_t>>(0);
+  uint32_t breaker_failures = 5;  // 0: no breaker
+  std::chrono::milliseconds breaker_cooldown{10'000};
+  // Since this snapshot: runs (any phase) and failed ones; breaker trips; requests whose
+  // script the open breaker skipped.
+  Counter runs = std::make_unique<std::atomic<uint64_t>>(0);
+  Counter failures = std::make_unique<std::atomic<uint64_t>>(0);
+  Counter breaker_trips = std::make_unique<std::atomic<uint64_t>>(0);
+  Counter breaker_skips = std::make_unique<std::atomic<uint64_t>>(0);
 };
 
 class LuaRuntime {
@@ -37,6 +49,10 @@ class LuaRuntime {
                                                  std::vector<std::string>* errors);
   const TenantLuaRuntime& tenant(uint32_t t) const { return tenants_[t]; }
   size_t tenant_count() const { return tenants_.size(); }
+  bool uses(const lua::LuaScript* s) const;
+  // Lua states alive in all workers now (a worker drops the states of scripts its snapshots
+  // no longer use, once no request holds them).
+  static uint64_t live_states();
 
  private:
   std::vector<TenantLuaRuntime> tenants_;

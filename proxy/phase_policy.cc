@@ -310,6 +310,7 @@ void ExchangePolicy::clear() {
   skipped.clear();
   skip_response = skip_cache = skip_lua = cache_bypass = false;
   cache_ttl_s = -1;
+  resp_status = 0;
   target.clear();
   req_add.clear();
   req_remove.clear();

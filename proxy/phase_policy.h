@@ -44,6 +44,7 @@ struct ExchangePolicy {
   std::vector<std::string> req_remove;  // lowercased
   std::vector<std::pair<std::string, std::string>> resp_add;
   std::vector<std::string> resp_remove;  // lowercased
+  uint16_t resp_status = 0;  // the final status a Lua header_filter set (0: the origin's)
   std::string scratch;
 };
 

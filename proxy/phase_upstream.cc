@@ -146,6 +146,16 @@ void append_uint(std::string& s, uint64_t v) {
   s.append(b, static_cast<size_t>(r.ptr - b));
 }
 
+// The final status the client gets: the origin's, or the one the tenant's Lua header_filter set
+// (ngx.status; the sandbox keeps it within the origin's body framing).
+uint16_t client_status(const Exchange* ex) {
+  const uint16_t st = ex->resp.status;
+  if (st >= 200 && ex->policy_active && ex->policy->resp_status != 0) {
+    return ex->policy->resp_status;
+  }
+  return st;
+}
+
 void append_header(std::string& s, std::string_view name, std::string_view value) {
   s.append(name);
   s.append(": ", 2);
@@ -835,13 +845,15 @@ void build_response_head(Exchange* ex, OriginConn* oc) {
   ClientConn* c = ex->client;
   std::string& h = ex->resp_head;
   const bool client10 = ex->req.minor == 0;
-  const uint16_t st = r.status;
+  const uint16_t st = client_status(ex);
   h.clear();
   h.reserve(r.buf.size() + 128);
   h.append("HTTP/1.1 ", 9);
   append_uint(h, st);
   h.push_back(' ');
-  if (r.url_len > 0)
+  if (st != r.status)
+    h.append(status_phrase(st));  // the origin's phrase described its own status
+  else if (r.url_len > 0)
     h.append(r.url());
   else
     h.append("Unknown");
@@ -957,7 +969,7 @@ int OriginConn::on_head() {
   build_response_head(e, this);
   if (bad_head) return -1;
   e->client->out.stage_ref(e->resp_head.data(), e->resp_head.size());
-  e->status = st;
+  e->status = client_status(e);
   e->t_first_byte_ns = uv_hrtime();
   e->bytes_out += e->resp_head.size();
   e->resp_started = true;

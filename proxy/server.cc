@@ -263,8 +263,8 @@ std::vector<std::string> Server::reload() {
     if (std::find(keys.begin(), keys.end(), k) == keys.end()) removed.push_back(k);
   }
   for (const std::string& k : removed) all_fds_.erase(k);  // the workers close them
-  snap_ =
-      std::make_shared<const Snapshot>(std::move(r.config), std::move(tls), std::move(policies));
+  snap_ = std::make_shared<const Snapshot>(std::move(r.config), std::move(tls), std::move(policies),
+                                           std::move(lua));
   listener_keys_ = std::move(keys);
   for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->reload(snap_, add[i], removed);
   ++generation_;

@@ -473,9 +473,51 @@ TEST(ConfigErrors, BadCacheSettings) {
                "unknown key 'ttl' in tenant cache");
 }
 
+TEST(Config, TenantLuaForms) {
+  LoadResult r = load_text(kListeners + "tenants:\n" +
+                               tenant("a", "a.local",
+                                      "    lua: {access: lua/a.lua, log: /abs/l.lua,\n"
+                                      "          max_instructions: 20000,\n"
+                                      "          breaker: {failures: 3, cooldown: 2s}}\n") +
+                               tenant("b", "b.local", "    lua: {script: m.lua}\n"),
+                           "/etc/parapet/t.yaml");
+  ASSERT_TRUE(r.ok()) << join(r.errors);
+  const TenantLua& a = r.config.tenants[0].lua;
+  EXPECT_TRUE(a.script.empty());
+  EXPECT_EQ(a.phase_files[0], "/etc/parapet/lua/a.lua");  // relative to the config file
+  EXPECT_TRUE(a.phase_files[1].empty());
+  EXPECT_EQ(a.phase_files[2], "/abs/l.lua");
+  EXPECT_EQ(a.instructions, 20000u);
+  EXPECT_EQ(a.breaker_failures, 3u);
+  EXPECT_EQ(a.breaker_cooldown_ms, 2000u);
+  const TenantLua& b = r.config.tenants[1].lua;
+  EXPECT_EQ(b.script, "/etc/parapet/m.lua");
+  EXPECT_EQ(b.breaker_failures, 5u);  // the defaults
+  EXPECT_EQ(b.breaker_cooldown_ms, 10000u);
+  EXPECT_EQ(b.instructions, 50'000'000u);
+}
+
 TEST(ConfigErrors, TenantLua) {
   expect_error(kListeners + "tenants:\n" + tenant("a", "a.local", "    lua: {on_error: x}\n"),
-               "{on_error", "lua.script (a file) is required");
+               "{on_error",
+               "lua needs script (a module file) or per-phase files (access, header_filter, log)");
+  expect_error(kListeners + "tenants:\n" +
+                   tenant("a", "a.local", "    lua: {access: a.lua, script: m.lua}\n"),
+               "m.lua", "lua.script (a module) and per-phase files");
+  expect_error(kListeners + "tenants:\n" + tenant("a", "a.local", "    lua: {log: ''}\n"), "''",
+               "lua.log must name a file");
+  expect_error(kListeners + "tenants:\n" +
+                   tenant("a", "a.local", "    lua: {script: a.lua, breaker: {failures: x}}\n"),
+               "x}", "lua.breaker.failures must be a non-negative integer");
+  expect_error(kListeners + "tenants:\n" +
+                   tenant("a", "a.local", "    lua: {script: a.lua, breaker: {cooldown: 1ms}}\n"),
+               "1ms", "lua.breaker.cooldown must be a duration from 100ms to 1h");
+  expect_error(kListeners + "tenants:\n" +
+                   tenant("a", "a.local", "    lua: {script: a.lua, breaker: {open: 1}}\n"),
+               "open", "unknown key 'open' in lua.breaker");
+  expect_error(kListeners + "tenants:\n" +
+                   tenant("a", "a.local", "    lua: {script: a.lua, max_instructions: 5}\n"),
+               "5}", "lua.max_instructions must be between 10000 and");
   expect_error(kListeners + "tenants:\n" +
                    tenant("a", "a.local", "    lua: {script: a.lua, on_error: maybe}\n"),
                "maybe", "lua.on_error must be fail_closed or fail_open");

@@ -53,6 +53,13 @@ class LuaApiTest : public ::testing::Test {
 
 TEST_F(LuaApiTest, BenchScriptRunsUnchanged) {
   std::filesystem::path p = std::filesystem::path(__FILE__).parent_path() / "testdata/bench.lua";
+  if (p.is_relative()) {
+    // ccache's base_dir makes __FILE__ relative to the build directory (the compiler's cwd),
+    // and ctest runs this binary from build/tests: resolve from the binary's own place.
+    std::filesystem::path build = std::filesystem::read_symlink("/proc/self/exe").parent_path();
+    if (!std::filesystem::exists(build / p)) build = build.parent_path();
+    p = build / p;
+  }
   std::ifstream in(p);
   std::stringstream ss;
   ss << in.rdbuf();
@@ -189,6 +196,22 @@ TEST_F(LuaApiTest, HeaderAndStatusInHeaderFilter) {
   EXPECT_FALSE(server);
   EXPECT_TRUE(filtered);
   failing("ngx.say('x')", Phase::HeaderFilter);
+  // The origin's body framing holds: no interim status, no body-bearing <-> bodiless change.
+  req.status_ = 200;
+  failing("ngx.status = 101", Phase::HeaderFilter);
+  failing("ngx.status = 204", Phase::HeaderFilter);
+  failing("ngx.status = 600", Phase::HeaderFilter);
+  EXPECT_EQ(req.status_, 200);
+  req.status_ = 304;
+  failing("ngx.status = 200", Phase::HeaderFilter);
+  auto t2 = h.tenant("return { header_filter = function() ngx.status = 204 end }");
+  ASSERT_TRUE(t2->run(Phase::HeaderFilter, req).ok());
+  EXPECT_EQ(req.status_, 204);
+}
+
+TEST_F(LuaApiTest, GeneratedStatusIsFinal) {
+  failing("ngx.status = 103 ngx.say('x')");
+  EXPECT_EQ(probe("(function() ngx.status = 418 return ngx.status end)()"), "418");
 }
 
 TEST_F(LuaApiTest, LogPhaseIsReadOnly) {
@@ -348,6 +371,35 @@ TEST_F(LuaApiTest, SharedDictTtlAndBound) {
   EXPECT_LE(d.bytes_used(), 4096u);
   v.string = std::string(5000, 'z');
   EXPECT_EQ(d.set("huge", v, 0, &forcible), SharedDict::SetResult::NoMemory);
+}
+
+TEST_F(LuaApiTest, SafeSetNeverEvictsAndForcibleIsReported) {
+  auto dict = h.dicts.define("demo", "d", 4096);
+  // Full with live entries: set evicts (forcible true), safe_set and safe_add refuse.
+  RunResult r = access(R"lua(
+    local d = ngx.shared.d
+    local forced = false
+    for i = 1, 20 do
+      local ok, err, forcible = d:set("k" .. i, string.rep("y", 1000))
+      assert(ok, err)
+      forced = forced or forcible
+    end
+    ngx.header["X-Forced"] = tostring(forced)
+    local ok, err, forcible = d:safe_set("new", string.rep("z", 1000))
+    ngx.header["X-Safe-Set"] = tostring(ok) .. " " .. tostring(err) .. " " .. tostring(forcible)
+    ok, err = d:safe_add("other", string.rep("z", 1000))
+    ngx.header["X-Safe-Add"] = tostring(ok) .. " " .. tostring(err)
+    -- Replacing a key with a value of the same size needs no eviction.
+    ok, err = d:safe_set("k20", string.rep("w", 1000))
+    ngx.header["X-Safe-Replace"] = tostring(ok) .. " " .. tostring(d:get("k20"):sub(1, 1))
+    return ngx.exit(200))lua");
+  EXPECT_EQ(response_header(r, "X-Forced"), "true");
+  EXPECT_EQ(response_header(r, "X-Safe-Set"), "false no memory false");
+  EXPECT_EQ(response_header(r, "X-Safe-Add"), "false no memory");
+  EXPECT_EQ(response_header(r, "X-Safe-Replace"), "true w");
+  DictValue out;
+  EXPECT_FALSE(dict->get("new", &out));
+  EXPECT_TRUE(dict->get("k19", &out));  // nothing was evicted by the safe calls
 }
 
 TEST_F(LuaApiTest, ReMatchFindGsub) {

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 
@@ -162,6 +163,9 @@ TEST_F(LuaSandboxTest, HugePlainFindWorks) {
 }
 
 TEST_F(LuaSandboxTest, DeepRecursionIsAnError) {
+  // About errors, not time: growing the Lua stack to its limit can take longer than the default
+  // 5 ms on a loaded machine, and would end as a timeout instead.
+  h.limits.cpu_time = milliseconds(500);
   RunResult r = run_hostile("local function f() return f() + 1 end return f()", RunStatus::Error,
                             "lua recursion");
   EXPECT_NE(r.error.find("stack overflow"), std::string::npos) << r.error;
@@ -366,6 +370,87 @@ TEST_F(LuaSandboxTest, CompileReportsFileLineAndVersion) {
   EXPECT_NE(c.script->version(), c2.script->version());
 }
 
+TEST_F(LuaSandboxTest, PhaseFilesAreHandlersRunPerRequest) {
+  std::array<LuaSource, kPhaseCount> files;
+  files[0] = {"a.lua", R"lua(
+    local n = 0
+    n = n + 1                      -- the chunk runs afresh: always 1
+    SEEN = (SEEN or 0) + 1         -- globals live in the tenant's state (documented)
+    ngx.ctx.n = n
+    if ngx.var.arg_deny then return ngx.exit(403) end
+    ngx.header["X-Access"] = tostring(n)
+    ngx.header["X-Seen"] = tostring(SEEN))lua"};
+  files[2] = {"l.lua", "ngx.log(ngx.INFO, 'log ', ngx.ctx.n)"};
+  auto c = LuaScript::compile_phases(files);
+  ASSERT_TRUE(c.ok()) << c.error;
+  EXPECT_TRUE(c.script->per_phase_files());
+  EXPECT_TRUE(c.script->has_phase(Phase::Access));
+  EXPECT_FALSE(c.script->has_phase(Phase::HeaderFilter));
+  EXPECT_TRUE(c.script->has_phase(Phase::Log));
+  EXPECT_EQ(c.script->name(), "a.lua, l.lua");
+  TenantOptions o;
+  o.tenant = "demo";
+  o.log = [this](int level, std::string_view t, std::string_view msg) {
+    h.logs.push_back({level, std::string(t), std::string(msg)});
+  };
+  std::string err;
+  auto t = LuaTenant::create(c.script, std::move(o), &err);
+  ASSERT_NE(t, nullptr) << err;
+  for (int i = 0; i < 2; ++i) {
+    LuaExchangeCtx ctx;
+    RunResult r = t->run(Phase::Access, req, &ctx);
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(r.action, Action::Continue);
+    EXPECT_EQ(testing::response_header(r, "X-Access"), "1");
+    EXPECT_EQ(testing::response_header(r, "X-Seen"), std::to_string(i + 1));
+    ASSERT_TRUE(t->run(Phase::Log, req, &ctx).ok());
+  }
+  ASSERT_EQ(h.logs.size(), 2u);
+  EXPECT_EQ(h.logs[1].msg, "log 1");
+  req.args_ = "deny=1";
+  RunResult r = t->run(Phase::Access, req);
+  EXPECT_EQ(r.action, Action::Respond);
+  EXPECT_EQ(r.response.status, 403);
+
+  // Errors name the file and line; moving code to another phase changes the version.
+  files[2] = {"l.lua", "ngx.log(ngx.INFO,\n"};
+  c = LuaScript::compile_phases(files);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error.rfind("l.lua:2:", 0), 0u) << c.error;
+  std::array<LuaSource, kPhaseCount> a{LuaSource{"x.lua", "ngx.log(ngx.INFO, 'x')"}};
+  std::array<LuaSource, kPhaseCount> b;
+  b[2] = {"x.lua", "ngx.log(ngx.INFO, 'x')"};
+  auto ca = LuaScript::compile_phases(a), cb = LuaScript::compile_phases(b);
+  ASSERT_TRUE(ca.ok() && cb.ok());
+  EXPECT_NE(ca.script->version(), cb.script->version());
+  EXPECT_FALSE(LuaScript::compile_phases({}).ok());
+  files = {};
+  files[0] = {"bin.lua", "\033LJ\002"};
+  c = LuaScript::compile_phases(files);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error.find("binary chunks are not allowed"), std::string::npos) << c.error;
+}
+
+TEST_F(LuaSandboxTest, StopsCarryWhereTheScriptWas) {
+  h.limits.cpu_time = milliseconds(20);
+  auto t =
+      h.tenant("return { access = function()\n  local x = 0\n  while true do x = x + 1 end\nend }");
+  RunResult r = t->run(Phase::Access, req);
+  ASSERT_EQ(r.status, RunStatus::Timeout);
+  EXPECT_NE(r.traceback.find("demo.lua:3"), std::string::npos) << r.traceback;
+  h.limits.memory_bytes = 4u << 20;
+  h.limits.cpu_time = std::chrono::seconds(5);
+  t = h.tenant(
+      "return { access = function()\n  local t = {}\n  for i = 1, 1e9 do t[i] = i end\nend }");
+  r = t->run(Phase::Access, req);
+  ASSERT_EQ(r.status, RunStatus::OutOfMemory);
+  EXPECT_NE(r.traceback.find("demo.lua:3"), std::string::npos) << r.traceback;
+  t = h.tenant("return { access = function()\n\n  local s = string.rep('x', 1e9)\nend }");
+  r = t->run(Phase::Access, req);
+  ASSERT_EQ(r.status, RunStatus::OutOfMemory);
+  EXPECT_NE(r.traceback.find("demo.lua:3"), std::string::npos) << r.traceback;
+}
+
 TEST_F(LuaSandboxTest, PrintGoesToTheLogSink) {
   auto t = h.access("print('hello', 42, nil, true) return ngx.exit(200)");
   EXPECT_TRUE(t->run(Phase::Access, req).ok());
@@ -399,6 +484,30 @@ TEST_F(LuaSandboxTest, FormatAndConcatAndSortAreBounded) {
       "while true do table.sort(t) end",
       RunStatus::Timeout, "table.sort loop");
   EXPECT_LT(r.elapsed, h.limits.cpu_time + kStopMargin);
+}
+
+TEST_F(LuaSandboxTest, PlainFindSearchesInWindowsWithoutMissingMatches) {
+  // Plain find scans in charged windows of 64 KiB (or 4x the needle) of start positions:
+  // matches across, at and after window edges are found at the right place.
+  h.limits.cpu_time = std::chrono::seconds(5);  // about results: building the subjects takes time
+  auto t = h.access(R"lua(
+    local function eq(a, b) if a ~= b then error(tostring(a) .. " ~= " .. tostring(b), 2) end end
+    local w = 64 * 1024
+    for _, at in ipairs({1, w - 3, w, w + 1, 2 * w - 1, 3 * w + 17}) do
+      local s = ("a"):rep(at - 1) .. "needle" .. ("b"):rep(10)
+      eq(s:find("needle", 1, true), at)
+      eq(select(2, s:find("needle", 1, true)), at + 5)
+      eq(s:find("needle", at + 1, true), nil)
+    end
+    local long = ("x"):rep(300000)
+    local s = ("y"):rep(5 * w) .. long .. "z"
+    eq(s:find(long .. "z", 1, true), 5 * w + 1)
+    eq(s:find(long .. "q", 1, true), nil)
+    eq(("abc"):find("", 2, true), 2)
+    eq(("abc"):find("abcd", 1, true), nil)
+    return ngx.exit(200))lua");
+  RunResult r = t->run(Phase::Access, req);
+  ASSERT_TRUE(r.ok()) << r.error;
 }
 
 TEST_F(LuaSandboxTest, StringLibraryBehavesLikeLua51) {
