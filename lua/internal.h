@@ -59,6 +59,7 @@ struct Sandbox {
   bool mem_failed = false;  // an allocation was refused since the flag was cleared
   RunCtx* run = nullptr;    // the run in progress (or the module load)
   uint64_t run_seq = 0;
+  int gc_pause_now = 0;  // the LUA_GCSETPAUSE in effect
   int phase_ref[kPhaseCount] = {LUA_NOREF, LUA_NOREF, LUA_NOREF};
   int runner_ref = LUA_NOREF;
   std::vector<int> coroutines;  // idle runner coroutines (registry refs)

@@ -5,6 +5,7 @@
 #include <sys/time.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <ctime>
 #include <map>
@@ -71,10 +72,18 @@ void push_handle(lua_State* L, RunCtx* r, int slot, bool* made, const char* meta
   lua_remove(L, -2);
 }
 
+// RFC 9110 token characters.
+constexpr std::array<bool, 256> kTokenChar = [] {
+  std::array<bool, 256> t{};
+  for (int c = 33; c < 127; ++c) t[static_cast<size_t>(c)] = true;
+  for (unsigned char c : std::string_view("()<>@,;:\\\"/[]?={}")) t[c] = false;
+  return t;
+}();
+
 bool valid_header_name(std::string_view n) {
   if (n.empty()) return false;
   for (unsigned char c : n) {
-    if (c <= 32 || c >= 127 || std::strchr("()<>@,;:\\\"/[]?={}", c)) return false;
+    if (!kTokenChar[c]) return false;
   }
   return true;
 }
@@ -262,15 +271,26 @@ int header_newindex(lua_State* L) {
   std::string name = header_name_from_key(check_sv(L, 2));
   if (!valid_header_name(name)) return luaL_error(L, "ngx.header: invalid header name");
   if (r->phase == Phase::Log) return luaL_error(L, "ngx.header is read-only in the log phase");
-  std::vector<std::string> values;
-  collect_values(L, 3, "ngx.header", &values);
   if (r->phase == Phase::Access) {
     auto& hs = r->out->response.headers;
     hs.erase(std::remove_if(hs.begin(), hs.end(),
                             [&](const auto& h) { return eq_nocase(h.first, name); }),
              hs.end());
+    const int t = lua_type(L, 3);
+    if (t == LUA_TSTRING) {  // the common case, without the vector
+      size_t n = 0;
+      const char* s = lua_tolstring(L, 3, &n);
+      if (!valid_header_value(std::string_view(s, n)))
+        return luaL_error(L, "ngx.header: invalid header value (CR, LF or NUL)");
+      hs.emplace_back(std::move(name), std::string(s, n));
+      return 0;
+    }
+    std::vector<std::string> values;
+    collect_values(L, 3, "ngx.header", &values);
     for (std::string& v : values) hs.emplace_back(name, std::move(v));
   } else {
+    std::vector<std::string> values;
+    collect_values(L, 3, "ngx.header", &values);
     auto vs = views(values);
     r->req->set_response_header(name, vs);
   }
@@ -283,8 +303,10 @@ int ngx_index(lua_State* L) {
   std::string_view k = check_sv(L, 2);
   Sandbox* sb = sandbox_of(L);
   if (k == "var" || k == "header" || k == "status" || k == "ctx") {
-    std::string what = "ngx." + std::string(k);
-    RunCtx* r = current_run(L, what.c_str());
+    RunCtx* r = current_run(L, k == "var"      ? "ngx.var"
+                               : k == "header" ? "ngx.header"
+                               : k == "status" ? "ngx.status"
+                                               : "ngx.ctx");
     if (k == "var") {
       push_handle(L, r, 1, &r->var_handle, kVarMeta);
     } else if (k == "header") {

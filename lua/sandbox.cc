@@ -502,6 +502,19 @@ std::string memory_text(const LuaLimits& l) {
   return buf;
 }
 
+// The GC pause for the state's heap now: see LuaLimits::gc_pause.
+void set_gc_pause(Sandbox* sb) {
+  const LuaLimits& l = sb->limits;
+  const double used = static_cast<double>(std::max<size_t>(sb->mem_used, 64u << 10));
+  double pause = 100.0 * (used + static_cast<double>(l.gc_garbage_bytes)) / used;
+  pause = std::min(pause, 100.0 * static_cast<double>(l.memory_bytes) / 2.0 / used);
+  const int want = static_cast<int>(std::clamp(pause, static_cast<double>(l.gc_pause), 1000.0));
+  if (want != sb->gc_pause_now) {
+    lua_gc(sb->L, LUA_GCSETPAUSE, want);
+    sb->gc_pause_now = want;
+  }
+}
+
 // Creates the state, the environment and loads the module. Returns "" or the error.
 std::string instantiate(Sandbox* sb) {
   sb->L = lua_newstate(capped_alloc, sb);
@@ -510,6 +523,7 @@ std::string instantiate(Sandbox* sb) {
   // The JIT engine stays off: count hooks do not fire inside compiled traces.
   luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
   lua_gc(L, LUA_GCSETPAUSE, sb->limits.gc_pause);
+  sb->gc_pause_now = sb->limits.gc_pause;
   if (lua_cpcall(L, build_env, nullptr) != 0) {
     std::string e = "building the Lua environment: " + message_of(L, -1);
     lua_pop(L, 1);
@@ -911,6 +925,7 @@ void LuaTenant::run(Phase phase, LuaRequest& req, LuaExchangeCtx* ctx, RunResult
   sb->release_ctx(r.temp_ctx_ref);
   sb->run = nullptr;
   if (out.status == RunStatus::OutOfMemory) lua_gc(L, LUA_GCCOLLECT, 0);
+  set_gc_pause(sb);
   out.elapsed = Clock::now() - r.start;
 }
 

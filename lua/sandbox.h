@@ -106,13 +106,19 @@ struct LuaLimits {
   std::chrono::microseconds cpu_time{5000};  // wall-clock budget per run
   uint64_t instructions = 50'000'000;        // VM instructions (+ C work units) per run
   int hook_interval = 1000;                  // instructions between budget checks
-  int gc_pause = 120;                        // LUA_GCSETPAUSE (no emergency GC)
-  size_t pattern_subject_bytes = 1u << 20;   // string.find/match/gsub, ngx.re.* subjects
-  size_t response_body_bytes = 1u << 20;     // ngx.say/print total
-  size_t load_source_bytes = 256u << 10;     // load()/loadstring() source size
-  int json_max_depth = 64;                   // cjson nesting
-  size_t json_max_bytes = 1u << 20;          // cjson.decode input
-  size_t c_stack_bytes = 512u << 10;         // C stack a run may use (recursion via C)
+  // The GC pause (LUA_GCSETPAUSE) is set after each run from the heap's size: a collection
+  // starts once about gc_garbage_bytes of garbage has piled up (a small heap is not marked
+  // again after every few requests), but never later than at half the memory cap, and with
+  // gc_pause at least (LuaJIT has no emergency GC: near the cap a collection must start early
+  // enough to finish before it).
+  int gc_pause = 120;
+  size_t gc_garbage_bytes = 1u << 20;
+  size_t pattern_subject_bytes = 1u << 20;  // string.find/match/gsub, ngx.re.* subjects
+  size_t response_body_bytes = 1u << 20;    // ngx.say/print total
+  size_t load_source_bytes = 256u << 10;    // load()/loadstring() source size
+  int json_max_depth = 64;                  // cjson nesting
+  size_t json_max_bytes = 1u << 20;         // cjson.decode input
+  size_t c_stack_bytes = 512u << 10;        // C stack a run may use (recursion via C)
 };
 
 enum class RunStatus : uint8_t { Ok, Error, Timeout, OutOfMemory };

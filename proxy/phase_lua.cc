@@ -349,16 +349,18 @@ Flow phase_lua(Exchange* ex) {
     return Flow::Continue;
   }
   const int status = r.response.status != 0 ? r.response.status : 200;
-  std::string extra, type;
+  std::string extra;
+  std::string_view type;
   for (const auto& [name, value] : r.response.headers) {
     if (!clean(name) || !clean(value) || name.empty()) continue;
-    std::string n = lower(name);
-    if (n == "content-length" || n == "connection" || n == "transfer-encoding") continue;
-    if (n == "content-type") {
+    if (iequals(name, "content-length") || iequals(name, "connection") ||
+        iequals(name, "transfer-encoding"))
+      continue;
+    if (iequals(name, "content-type")) {
       type = value;
       continue;
     }
-    extra += name + ": " + value + "\r\n";
+    extra.append(name).append(": ").append(value).append("\r\n");
   }
   if (r.response.body.empty() && r.action != lua::Action::Redirect) {
     c->reply_with(status, "lua.exit", false, extra, {}, {});  // the default page for the status
