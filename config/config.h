@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace parapet::config {
@@ -89,12 +90,26 @@ struct Route {
   size_t origin_index = 0;  // into Tenant::origins, resolved at load
 };
 
+// Where a scalar's value sits in the file, so that an error found inside the value (an
+// expression's line:column) is reported at the file's line:column.
+struct ScalarPos {
+  int line = 0, column = 0;  // 1-based, of the scalar's first character (a quote, a '|')
+  // A quoted scalar on one line: the file column of each byte of the value, then of the closing
+  // quote (escapes and the quote itself shift them). Empty for other scalars.
+  std::vector<int> byte_columns;
+  int block_indent = 0;  // a literal block scalar ('|'): the column before its content's lines
+  // The file's line:column of 1-based position (line, column) inside the value. Exact for plain
+  // one-line, quoted one-line and literal block scalars; otherwise the scalar's line plus the
+  // position's line, which may be off for folded or multi-line quoted scalars.
+  std::pair<int, int> locate(int value_line, int value_column) const;
+};
+
 // A value of an action parameter: a literal, or an expression of the rules language evaluated
 // per request (e.g. concat("/v2", http.request.uri.path)).
 struct RuleValue {
   std::string value;
   bool expression = false;
-  int line = 0, column = 0;  // of the YAML scalar, for errors found compiling it
+  ScalarPos pos;  // for errors found compiling it
 };
 
 // A header change of a rewrite action.
@@ -102,6 +117,14 @@ struct HeaderRewrite {
   std::string name;
   enum class Op { Set, Add, Remove } op = Op::Set;
   RuleValue value;
+};
+
+// What a block answers: the status, and a body (empty: the standard error with reason
+// policy.blocked).
+struct BlockAnswer {
+  uint16_t status = 403;
+  std::string content_type = "text/plain";
+  std::string body;
 };
 
 // One rule of the rules language (filters/): {id, expression, action, action_parameters,
@@ -120,25 +143,24 @@ struct RuleConfig {
   };
   std::string id;
   std::string expression;
-  int line = 0, column = 0;  // of the expression scalar (its first character)
+  ScalarPos pos;  // of the expression scalar
   std::string description;
   Action action = Action::Block;
   enum class Phase { Request, Response } phase = Phase::Request;
   bool enabled = true;
   bool log_only = false;  // shadow mode: record what it would have done
   // block
-  uint16_t status = 0;  // block: 403; redirect: 302
-  std::string content_type = "text/plain";
-  std::string body;
+  BlockAnswer block;
   // redirect
+  uint16_t redirect_status = 302;
   RuleValue target;
   bool preserve_query = false;
   // skip
   std::vector<std::string> skip_rules;  // these ids, for the rest of the request
-  bool skip_ruleset = false;             // the rest of this phase's rules ("ruleset: current")
-  bool skip_response_phase = false;      // phases: [response]
-  bool skip_cache = false;               // products: [cache]
-  bool skip_lua = false;                 // products: [lua]
+  bool skip_ruleset = false;            // the rest of this phase's rules ("ruleset: current")
+  bool skip_response_phase = false;     // phases: [response]
+  bool skip_cache = false;              // products: [cache]
+  bool skip_lua = false;                // products: [lua]
   // rewrite
   bool has_path = false, has_query = false;
   RuleValue path, query;
@@ -151,9 +173,11 @@ struct RuleConfig {
   uint32_t period_s = 60;
   uint32_t requests_per_period = 0;
   uint32_t mitigation_timeout_s = 0;  // 0: blocked for the rest of the period only
+  // Requests counted: those matching this expression (value "": those matching the rule's).
+  RuleValue counting;
   // challenge
   uint32_t challenge_ttl_s = 1800;  // how long a passed challenge lets the client through
-  std::string where;  // "file:line:col" of the rule
+  std::string where;                // "file:line:col" of the rule
 };
 
 // A shared policy: an ordered rule list defined once, attached to tenants by name.
@@ -168,6 +192,9 @@ struct RuleOverride {
   bool has_enabled = false, enabled = true;
   bool has_action = false;
   RuleConfig::Action action = RuleConfig::Action::Block;
+  // action block: its own answer; without one, the rule's if it blocks, else the defaults.
+  bool has_block = false;
+  BlockAnswer block;
   bool has_log_only = false, log_only = false;
   std::string where;
 };
@@ -183,10 +210,10 @@ struct ListConfig {
 
 // One cache rule of a tenant: the first whose conditions all hold decides for the request.
 struct CacheRule {
-  std::string path;           // path prefix ("" = any)
-  std::string bypass_cookie;  // condition: the request has this cookie
-  std::string bypass_header;  // condition: the request has this header
-  bool bypass = false;        // neither look up nor store
+  std::string path;               // path prefix ("" = any)
+  std::string bypass_cookie;      // condition: the request has this cookie
+  std::string bypass_header;      // condition: the request has this header
+  bool bypass = false;            // neither look up nor store
   bool cache_everything = false;  // store any final GET response (no-store still honoured)
   int64_t ttl_s = -1;             // lifetime override, seconds (-1: the origin's)
 };
@@ -211,11 +238,11 @@ struct CacheStoreConfig {
 
 // A tenant's Lua script (lua/): phases access, header_filter, log.
 struct TenantLua {
-  std::string script;               // file ("" = none)
-  bool fail_open = false;           // a failing access run lets the request through
-  uint16_t error_status = 500;      // else the request gets this status
+  std::string script;           // file ("" = none)
+  bool fail_open = false;       // a failing access run lets the request through
+  uint16_t error_status = 500;  // else the request gets this status
   uint64_t memory_bytes = 32u << 20;
-  uint32_t time_us = 5000;          // CPU budget per run
+  uint32_t time_us = 5000;                                     // CPU budget per run
   std::vector<std::pair<std::string, uint64_t>> shared_dicts;  // ngx.shared.NAME, bytes
   std::string where;
 };
@@ -224,9 +251,10 @@ struct Tenant {
   std::string name;
   TenantCache cache;
   TenantLua lua;
+  std::vector<ListConfig> lists;      // for the tenant's own rules, beside the shared lists
   std::vector<std::string> policies;  // shared policies, by name, run first, in this order
   std::vector<RuleOverride> policy_overrides;
-  std::vector<RuleConfig> rules;      // the tenant's own rules, after the policies'
+  std::vector<RuleConfig> rules;          // the tenant's own rules, after the policies'
   std::vector<std::string> hosts;         // lowercased; "*.example.com" for any subdomain
   std::vector<Certificate> certificates;  // served by SNI for the tenant's hosts
   std::string hsts;            // Strict-Transport-Security value added over TLS ("" = none)

@@ -96,6 +96,26 @@ void apply_header_rewrites(const CompiledRule& r,
 
 Flow challenge(Exchange* ex, const CompiledRule& r);
 
+// Counts (when `count`) one request of rate_limit rule `r` under its key: the rule and the
+// values of its characteristics, within the tenant.
+RateCounter::Result rate_hit(Exchange* ex, ExchangePolicy& p, const CompiledRule& r, bool count) {
+  RateCounter* counters = ex->snap->policies()->rate_counter();
+  if (counters == nullptr) return {};
+  std::string& key = p.scratch;
+  key = r.key;
+  for (const auto& e : r.characteristics) {
+    key += '\x1f';
+    if (e && e->eval(t_eval.ctx, p.value)) key += p.value;
+  }
+  const config::RuleConfig& cfg = *r.cfg;
+  RateCounter::Limit limit;
+  limit.period_s = cfg.period_s;
+  limit.requests = cfg.requests_per_period;
+  limit.mitigation_s = cfg.mitigation_timeout_s;
+  const int64_t now_ms = static_cast<int64_t>(uv_hrtime() / 1'000'000);
+  return counters->hit(ex->snap->cfg().tenants[ex->tenant].name, key, limit, count, now_ms);
+}
+
 // Applies one matched rule of the request phase. Returns Respond when it answered, and sets
 // *stop when the rest of the phase is skipped.
 Flow apply_request(Exchange* ex, ExchangePolicy& p, const CompiledRule& r, const TenantRules& tr,
@@ -122,13 +142,15 @@ Flow apply_request(Exchange* ex, ExchangePolicy& p, const CompiledRule& r, const
       if (cfg.skip_lua) p.skip_lua = true;
       if (cfg.skip_ruleset) *stop = true;
       return Flow::Continue;
-    case Action::Block:
-      if (cfg.body.empty()) {
-        c->reply(cfg.status, "policy.blocked", false);
+    case Action::Block: {
+      const config::BlockAnswer& b = *r.block;
+      if (b.body.empty()) {
+        c->reply(b.status, "policy.blocked", false);
       } else {
-        c->reply_with(cfg.status, "policy.blocked", false, {}, cfg.content_type, cfg.body);
+        c->reply_with(b.status, "policy.blocked", false, {}, b.content_type, b.body);
       }
       return Flow::Respond;
+    }
     case Action::Redirect: {
       std::string& target = p.scratch;
       if (!value_of(cfg.target, r.target.get(), &target) || target.empty() ||
@@ -143,7 +165,7 @@ Flow apply_request(Exchange* ex, ExchangePolicy& p, const CompiledRule& r, const
         }
       }
       std::string loc = "Location: " + target + "\r\n";
-      c->reply(cfg.status, "policy.redirect", false, loc);
+      c->reply(cfg.redirect_status, "policy.redirect", false, loc);
       return Flow::Respond;
     }
     case Action::Rewrite: {
@@ -173,18 +195,10 @@ Flow apply_request(Exchange* ex, ExchangePolicy& p, const CompiledRule& r, const
       if (cfg.cache_ttl_s >= 0) p.cache_ttl_s = cfg.cache_ttl_s;
       return Flow::Continue;
     case Action::RateLimit: {
-      std::string& key = p.scratch;
-      key = ex->snap->cfg().tenants[ex->tenant].name;
-      key += '\x1f';
-      key += r.key;
-      std::string v;
-      for (const auto& e : r.characteristics) {
-        key += '\x1f';
-        if (e && e->eval(t_eval.ctx, v)) key += v;
-      }
-      const int64_t now_ms = static_cast<int64_t>(uv_hrtime() / 1'000'000);
-      RateCounter::Result res = LocalRateCounter::process().hit(
-          key, cfg.period_s, cfg.requests_per_period, cfg.mitigation_timeout_s, now_ms);
+      // With a counting expression, only the requests it matches are counted; the others
+      // are refused while the key is over its limit, but add nothing.
+      const bool count = r.counting == nullptr || r.counting->matches(t_eval.ctx);
+      RateCounter::Result res = rate_hit(ex, p, r, count);
       if (!res.limited) return Flow::Continue;
       std::string retry = "Retry-After: " + std::to_string(res.retry_after_s) + "\r\n";
       c->reply(429, "policy.rate_limited", false, retry);
@@ -356,7 +370,14 @@ Flow phase_policy(Exchange* ex) {
   for (const CompiledRule& r : tr.request) {
     if (stop) break;
     if (!p.skipped.empty() && skipped(p, &r)) continue;
-    if (!r.filter->matches(t_eval.ctx)) continue;
+    if (!r.filter->matches(t_eval.ctx, r.contains)) {
+      // A rate limit's counting expression counts requests its rule does not act on (e.g.
+      // every login attempt, while only some are refused).
+      if (r.counting != nullptr && !r.log_only && r.counting->matches(t_eval.ctx)) {
+        rate_hit(ex, p, r, true);
+      }
+      continue;
+    }
     r.matches->fetch_add(1, std::memory_order_relaxed);
     p.trail.push_back({&r, r.log_only});
     if (r.log_only) continue;  // shadow mode: recorded only
@@ -380,7 +401,7 @@ void phase_policy_response(Exchange* ex) {
   e.view.response_headers = e.resp_headers;
   for (const CompiledRule& r : tr.response) {
     if (!p.skipped.empty() && skipped(p, &r)) continue;
-    if (!r.filter->matches(e.ctx)) continue;
+    if (!r.filter->matches(e.ctx, r.contains)) continue;
     r.matches->fetch_add(1, std::memory_order_relaxed);
     p.trail.push_back({&r, r.log_only});
     if (r.log_only) continue;

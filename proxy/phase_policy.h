@@ -44,7 +44,7 @@ struct ExchangePolicy {
   std::vector<std::string> req_remove;  // lowercased
   std::vector<std::pair<std::string, std::string>> resp_add;
   std::vector<std::string> resp_remove;  // lowercased
-  std::string scratch;
+  std::string scratch, value;            // buffers kept for their capacity
 };
 
 Flow phase_policy(Exchange* ex);

@@ -267,6 +267,58 @@ class SharedPolicies(PolicyCase):
         self.assertIn('parapet_rule_matches_total{tenant="demo",rule="baseline/scanners",'
                       'action="block",mode="enforce"} 1', m)
 
+    def shared_pair(self, overrides):
+        """Tenant demo with `overrides` and tenant other without, both on policy baseline."""
+        origin = self.start_origin()
+        config = demo_config(origin)
+        base = config["tenants"][0]
+        config["tenants"].append(dict(base, name="other", hosts=["other.example"],
+                                      policies=["baseline"]))
+        base["policies"] = ["baseline"]
+        base["policy_overrides"] = overrides
+        config["policies"] = [{"name": "baseline", "rules": [
+            {"id": "watch", "expression": 'http.request.uri.path eq "/w"', "action": "log"},
+            {"id": "moved", "expression": 'http.request.uri.path eq "/m"', "action": "redirect",
+             "action_parameters": {"target_url": "/new"}},
+            {"id": "teapot", "expression": 'http.request.uri.path eq "/t"', "action": "block",
+             "action_parameters": {"status": 418, "body": "short and stout"}}]}]
+        self.start_parapet(config)
+        return origin
+
+    def get_on(self, host, path):
+        with Client(self.parapet.port("http")) as c:
+            return c.roundtrip("GET", path, host=host)
+
+    # Regression: an override turning a log or redirect rule into block answered with status 0
+    # (log) or the redirect's 302: the block status was only set for rules that were blocks.
+    def test_override_to_block_answers_with_the_block_defaults(self):
+        origin = self.shared_pair([{"id": "watch", "action": "block"},
+                                   {"id": "moved", "action": "block"},
+                                   {"id": "teapot", "action": "block"}])
+        self.assertError(self.get_on("demo.local", "/w"), 403, "policy.blocked")
+        r = self.get_on("demo.local", "/m")
+        self.assertError(r, 403, "policy.blocked")
+        self.assertIsNone(r.header("Location"))
+        r = self.get_on("demo.local", "/t")  # a block stays the block it was
+        self.assertEqual((r.status, r.body), (418, b"short and stout"))
+        self.assertOriginUntouched(origin)
+        # The tenant without overrides keeps the policy's actions.
+        self.assertStatus(self.get_on("other.example", "/w"), 200)
+        r = self.get_on("other.example", "/m")
+        self.assertEqual((r.status, r.header("Location")), (302, "/new"))
+
+    def test_override_to_block_with_its_own_answer(self):
+        self.shared_pair([{"id": "watch", "action": "block",
+                           "action_parameters": {"status": 451, "content_type": "text/html",
+                                                 "body": "<p>gone</p>"}},
+                          {"id": "teapot", "action": "block",
+                           "action_parameters": {"status": 429}}])
+        r = self.get_on("demo.local", "/w")
+        self.assertEqual((r.status, r.header("Content-Type"), r.body),
+                         (451, "text/html", b"<p>gone</p>"))
+        self.assertError(self.get_on("demo.local", "/t"), 429, "policy.blocked")
+        self.assertEqual(self.get_on("other.example", "/t").status, 418)
+
 
 class BadRules(ParapetCase):
 
@@ -296,6 +348,45 @@ class BadRules(ParapetCase):
         name, r = self.check(config_with(origin, overrides=[{"id": "ghost", "action": "log"}]))
         self.assertEqual(r.returncode, 1)
         self.assertIn("no rule with this id", r.stderr)
+
+    def check_text(self, text):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(text)
+        self.addCleanup(os.unlink, f.name)
+        return f.name, run_parapet(["--check", "-c", f.name])
+
+    def rules_yaml(self, origin, rule_lines):
+        """The demo config as YAML text, with the tenant's rules written by hand."""
+        return to_yaml(demo_config(origin)) + "    rules:\n" + "".join(
+            "      " + line + "\n" for line in rule_lines)
+
+    # Regression (quoted scalar): the column of an error inside a quoted expression was one off
+    # (the opening quote was counted as part of the expression), and escapes shifted it more.
+    def test_exact_file_line_and_column_in_plain_and_quoted_scalars(self):
+        origin = self.start_origin()
+        cases = {
+            "plain": 'expression: http.request.uri.path eq "/" and http.nope eq "x"',
+            "double": r'expression: "http.request.uri.path eq \"/\" and http.nope eq \"x\""',
+            "single": "expression: 'http.request.uri.path eq \"it''s\" and http.nope eq \"x\"'",
+        }
+        for style, expression_line in cases.items():
+            with self.subTest(style=style):
+                lines = [f"- id: {style}", f"  {expression_line}", "  action: block"]
+                text = self.rules_yaml(origin, lines)
+                name, r = self.check_text(text)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                # Where http.nope sits in the file, found independently of parapet.
+                file_lines = text.split("\n")
+                lineno = next(i for i, l in enumerate(file_lines) if "http.nope" in l) + 1
+                column = file_lines[lineno - 1].index("http.nope") + 1
+                self.assertIn(f"{name}:{lineno}:{column}: rule '{style}': unknown field "
+                              f'"http.nope"', r.stderr)
+        # The plain case in numbers: the rule's second line, 6 + 2 + len("expression: ") + 33.
+        name, r = self.check_text(self.rules_yaml(origin, [
+            "- id: plain", '  expression: http.request.uri.path eq "/" and http.nope eq "x"']))
+        lineno = len(to_yaml(demo_config(origin)).split("\n")) + 2  # after "rules:", "- id"
+        self.assertIn(f"{name}:{lineno}:54: rule 'plain': unknown field \"http.nope\" "
+                      "(expression 1:34)", r.stderr)
 
     def test_a_bad_rule_on_reload_keeps_the_old_rules(self):
         origin = self.start_origin()
