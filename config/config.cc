@@ -1077,7 +1077,7 @@ class Loader {
         if (ap && ap["ttl"]) {
           int64_t s = 0;
           seconds(ap["ttl"], "challenge ttl", &s);
-          if (s < 60 || s > 7 * 86400) error(ap["ttl"], "challenge ttl must be between 1m and 7d");
+          if (s < 1 || s > 7 * 86400) error(ap["ttl"], "challenge ttl must be between 1s and 7d");
           r->challenge_ttl_s = static_cast<uint32_t>(s);
         }
         return;

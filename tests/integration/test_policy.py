@@ -3,6 +3,7 @@ rewrite, set_cache_settings, rate_limit), response-phase header rewrites, shadow
 policy attached to two tenants with an override in one, lists, per-rule metrics, and bad rules
 refused at load with line and column while the running config keeps serving."""
 
+import json
 import os
 import re
 import subprocess
@@ -155,6 +156,95 @@ class RequestActions(PolicyCase):
         self.assertEqual(sum(1 for r in self.origin.requests if r.target == "/live"), 2)
         self.assertEqual(sum(1 for r in self.origin.requests if r.target == "/static"), 1)
 
+    def test_redirect_307_and_308(self):
+        self.start(rules=[
+            {"id": "temp", "expression": 'http.request.uri.path eq "/t"', "action": "redirect",
+             "action_parameters": {"target_url": "/t2", "status_code": 307}},
+            {"id": "perm", "expression": 'http.request.uri.path eq "/p"', "action": "redirect",
+             "action_parameters": {"target_url": "https://p.example/",
+                                   "status_code": 308}}])
+        for method in ("GET", "POST"):
+            with self.subTest(method=method):
+                body = b"x" if method == "POST" else None
+                r = self.req("/t", method=method, body=body)
+                self.assertEqual((r.status, r.header("Location")), (307, "/t2"))
+                r = self.req("/p", method=method, body=body)
+                self.assertEqual((r.status, r.header("Location")), (308, "https://p.example/"))
+        self.assertOriginUntouched(self.origin)
+
+    def test_set_cache_settings_edge_ttl(self):
+        # The origin allows 5 s; the rule stores /long for an hour.
+        def handler(req):
+            return Reply(200, body=b"c", headers=[("Cache-Control", "max-age=5")])
+        self.start(handler, cache={"enabled": True}, rules=[
+            {"id": "long", "expression": 'http.request.uri.path eq "/long"',
+             "action": "set_cache_settings", "action_parameters": {"edge_ttl": "1h"}}])
+        self.req("/long")
+        self.req("/short")
+        r = self.req("/long")
+        m = re.fullmatch(r"parapet; hit; ttl=(\d+)", r.header("Cache-Status") or "")
+        self.assertIsNotNone(m, r.header("Cache-Status"))
+        self.assertTrue(3590 <= int(m.group(1)) <= 3600, m.group(1))
+        r = self.req("/short")
+        m = re.fullmatch(r"parapet; hit; ttl=(\d+)", r.header("Cache-Status") or "")
+        self.assertIsNotNone(m, r.header("Cache-Status"))
+        self.assertLessEqual(int(m.group(1)), 5)
+        self.assertEqual(self.origin.request_count, 2)
+
+    def test_skip_the_rest_of_the_ruleset(self):
+        self.start(rules=[
+            {"id": "trusted", "expression": 'http.request.headers["x-trusted"][0] eq "1"',
+             "action": "skip", "action_parameters": {"ruleset": "current"}},
+            {"id": "b1", "expression": 'http.request.uri.path eq "/x"', "action": "block"},
+            {"id": "b2", "expression": "true", "action": "block",
+             "action_parameters": {"status": 451}}])
+        self.assertStatus(self.req("/x", headers=[("X-Trusted", "1")]), 200)
+        self.assertStatus(self.req("/y", headers=[("X-Trusted", "1")]), 200)
+        self.assertError(self.req("/x"), 403, "policy.blocked")
+        self.assertEqual(self.req("/y").status, 451)
+
+    def test_skip_the_response_phase(self):
+        self.start(rules=[
+            {"id": "quiet", "expression": 'starts_with(http.request.uri.path, "/raw")',
+             "action": "skip", "action_parameters": {"phases": ["response"]}},
+            {"id": "mark", "phase": "response", "expression": "true", "action": "rewrite",
+             "action_parameters": {"headers": {"X-Marked": {"operation": "set",
+                                                            "value": "1"}}}}])
+        self.assertEqual(self.req("/page").header("X-Marked"), "1")
+        r = self.req("/raw/page")
+        self.assertStatus(r, 200)
+        self.assertIsNone(r.header("X-Marked"))
+
+    def test_rate_limit_counting_expression(self):
+        self.start(rules=[
+            # Only POSTs count; once over, every request to /login is refused.
+            {"id": "login", "expression": 'http.request.uri.path eq "/login"',
+             "action": "rate_limit", "action_parameters": {
+                 "period": "10s", "requests_per_period": 2, "mitigation_timeout": "30s",
+                 "counting_expression":
+                     'http.request.uri.path eq "/login" and http.request.method eq "POST"'}},
+            # Counts /signup, refuses /api: the counting expression is evaluated on its own.
+            {"id": "api", "expression": 'http.request.uri.path eq "/api"',
+             "action": "rate_limit", "action_parameters": {
+                 "period": "10s", "requests_per_period": 2,
+                 "counting_expression": 'http.request.uri.path eq "/signup"'}}])
+        for _ in range(5):
+            self.assertStatus(self.req("/login"), 200)  # GETs: not counted
+        self.assertStatus(self.req("/login", method="POST", body=b"a"), 200)
+        self.assertStatus(self.req("/login", method="POST", body=b"a"), 200)
+        self.assertError(self.req("/login", method="POST", body=b"a"), 429,
+                         "policy.rate_limited")
+        r = self.req("/login")  # not counted, but refused while the key is over
+        self.assertError(r, 429, "policy.rate_limited")
+        self.assertTrue(25 <= int(r.header("Retry-After")) <= 30, r.header("Retry-After"))
+        self.assertStatus(self.req("/api"), 200)
+        self.assertStatus(self.req("/api"), 200)
+        self.assertStatus(self.req("/api"), 200)  # /api itself is never counted
+        for _ in range(3):
+            self.assertStatus(self.req("/signup"), 200)  # counted; this rule does not act here
+        self.assertError(self.req("/api"), 429, "policy.rate_limited")
+        self.assertEqual(self.origin.request_count, 5 + 2 + 3 + 3)
+
     def test_rate_limit_across_connections(self):
         self.start(rules=[{
             "id": "rl", "expression": 'starts_with(http.request.uri.path, "/login")',
@@ -185,6 +275,84 @@ class RequestActions(PolicyCase):
         self.assertError(self.req("/private"), 403, "policy.blocked")
 
 
+class TenantLists(PolicyCase):
+
+    def test_a_tenant_list_serves_its_rules(self):
+        origin = self.start_origin()
+        config = demo_config(origin)
+        t = config["tenants"][0]
+        t["lists"] = [{"name": "staff", "kind": "string", "items": ["alice", "bob"]}]
+        t["rules"] = [{"id": "staff-only",
+                       "expression": 'starts_with(http.request.uri.path, "/admin") and '
+                                     'not http.request.headers["x-user"][0] in $staff',
+                       "action": "block"}]
+        self.start_parapet(config)
+        with Client(self.parapet.port("http")) as c:
+            self.assertStatus(c.roundtrip("GET", "/admin", host="demo.local",
+                                          headers=[("X-User", "alice")]), 200)
+            self.assertError(c.roundtrip("GET", "/admin", host="demo.local",
+                                         headers=[("X-User", "eve")]), 403, "policy.blocked")
+
+    def test_another_tenants_list_is_refused_at_load(self):
+        origin = self.start_origin()
+        config = demo_config(origin)
+        a = config["tenants"][0]
+        a["lists"] = [{"name": "staff", "kind": "string", "items": ["alice"]}]
+        config["tenants"].append({
+            "name": "b", "hosts": ["b.example"], "origins": a["origins"], "routes": a["routes"],
+            "rules": [{"id": "borrow", "expression": 'http.user_agent in $staff'}]})
+        text = to_yaml(config)
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(text)
+        self.addCleanup(os.unlink, f.name)
+        r = run_parapet(["--check", "-c", f.name])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        lines = text.split("\n")
+        lineno = next(i for i, l in enumerate(lines) if "$staff" in l) + 1
+        column = lines[lineno - 1].index("$staff") + 1
+        self.assertIn(f'{f.name}:{lineno}:{column}: rule \'borrow\': unknown list "$staff"',
+                      r.stderr)
+
+
+class AccessLogTrail(PolicyCase):
+
+    def test_rules_trail_in_the_access_log(self):
+        origin = self.start_origin()
+        config = config_with(origin, policies=[{"name": "base", "rules": [
+            {"id": "tag", "expression": 'starts_with(http.request.uri.path, "/t")',
+             "action": "log"}]}], tenant_policies=["base"], rules=[
+            {"id": "would-block", "expression": 'http.request.uri.path eq "/t"',
+             "action": "block", "log_only": True},
+            {"id": "deny", "expression": 'http.request.uri.path eq "/deny"', "action": "block"},
+            {"id": "hdr", "phase": "response", "expression": "http.response.code eq 200",
+             "action": "rewrite", "action_parameters": {
+                 "headers": {"X-Seen": {"operation": "set", "value": "1"}}}}])
+        log_dir = tempfile.TemporaryDirectory(prefix="parapet-log-")
+        self.addCleanup(log_dir.cleanup)
+        log_path = os.path.join(log_dir.name, "access.log")
+        config["access_log"] = {"path": log_path}
+        self.start_parapet(config)
+        self.assertStatus(self.req("/t"), 200)
+        self.assertError(self.req("/deny"), 403, "policy.blocked")
+        self.assertStatus(self.req("/plain"), 200)
+        recs = {}
+        deadline = time.monotonic() + 5
+        while len(recs) < 3 and time.monotonic() < deadline:
+            if os.path.exists(log_path):
+                with open(log_path) as f:
+                    recs = {r["path"]: r for r in map(json.loads, f.read().splitlines())}
+            time.sleep(0.05)
+        self.assertEqual(set(recs), {"/t", "/deny", "/plain"})
+        self.assertEqual(recs["/t"]["rules"], [
+            {"id": "base/tag", "action": "log", "log_only": False},
+            {"id": "would-block", "action": "block", "log_only": True},
+            {"id": "hdr", "action": "rewrite", "log_only": False}])
+        self.assertEqual(recs["/deny"]["rules"],
+                         [{"id": "deny", "action": "block", "log_only": False}])
+        self.assertEqual(recs["/plain"]["rules"],
+                         [{"id": "hdr", "action": "rewrite", "log_only": False}])
+
+
 class Challenge(PolicyCase):
 
     def test_challenge_page_then_cookie_passes_forged_and_expired_do_not(self):
@@ -205,12 +373,33 @@ class Challenge(PolicyCase):
         forged_mac = ("0" if mac[0] != "0" else "1") + mac[1:]
         for bad in (f"__parapet_challenge={expiry}.{forged_mac}",   # forged MAC
                     f"__parapet_challenge={expiry + 60}.{mac}",     # another expiry
-                    f"__parapet_challenge=1000.{mac}",              # expired
+                    f"__parapet_challenge=1000.{mac}",              # expired and not signed
                     "__parapet_challenge=garbage"):
             with self.subTest(cookie=bad):
                 self.assertEqual(self.req("/app", headers=[("Cookie", bad)]).status, 403)
         self.assertEqual(self.origin.request_count, 1)
         self.assertStatus(self.req("/other"), 200)  # the rule does not apply there
+
+    def test_a_genuine_pass_stops_working_when_it_expires(self):
+        # A pass parapet signed itself, kept until its expiry is over: only the expiry check
+        # can refuse it.
+        self.start(rules=[{"id": "ch", "expression": 'http.request.uri.path eq "/app"',
+                           "action": "challenge", "action_parameters": {"ttl": "3s"}}])
+        r = self.req("/app")
+        m = re.search(rb'document.cookie="(__parapet_challenge=(\d+)\.[0-9a-f]{64});', r.body)
+        self.assertIsNotNone(m, r.body)
+        cookie, expiry = m.group(1).decode(), int(m.group(2))
+        self.assertTrue(2 <= expiry - time.time() <= 4, expiry - time.time())
+        self.assertStatus(self.req("/app", headers=[("Cookie", cookie)]), 200)
+        # The pass is valid through its expiry second; wait until that second is over.
+        deadline = time.monotonic() + 10
+        while time.time() < expiry + 1.1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.assertGreater(time.time(), expiry + 1)
+        r = self.req("/app", headers=[("Cookie", cookie)])
+        self.assertEqual(r.status, 403)
+        self.assertIn(b"__parapet_challenge=", r.body)  # a new page, with a new pass
+        self.assertEqual(self.origin.request_count, 1)
 
 
 class ResponsePhase(PolicyCase):
