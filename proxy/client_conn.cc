@@ -489,7 +489,28 @@ void ClientConn::reply_with(int status, const char* reason, bool close, std::str
                     status, phrase, static_cast<int>(std::min<size_t>(content_type.size(), 128)),
                     content_type.data(), body.size(), static_cast<int>(e->request_id.size()),
                     e->request_id.data());
-  out.stage_copy(head, static_cast<size_t>(hn));
+  // The tenant's response rules see this answer too (DESIGN.md: policy (response) before the
+  // response is sent); their header rewrites apply to all but the framing (Content-Length,
+  // Connection).
+  if (e->policy_active && !e->resp_started) {
+    phase_policy_response(e, static_cast<uint16_t>(status), content_type, extra);
+    if (policy_rewrites_response_headers(e)) {
+      const std::string_view built(head, static_cast<size_t>(hn));
+      const size_t status_line = built.find("\r\n") + 2;
+      std::string& h = e->resp_head;
+      h.assign(built.substr(0, status_line));
+      policy_filter_header_lines(e, built.substr(status_line), h);
+      policy_filter_header_lines(e, extra, h);
+      policy_add_response_headers(e, h);
+      out.stage_copy(h);
+      hn = static_cast<int>(h.size());
+      extra = {};
+    } else {
+      out.stage_copy(head, static_cast<size_t>(hn));
+    }
+  } else {
+    out.stage_copy(head, static_cast<size_t>(hn));
+  }
   out.stage_copy(extra);
   out.stage_copy(closing_now ? std::string_view("Connection: close\r\n\r\n")
                              : std::string_view("\r\n"));

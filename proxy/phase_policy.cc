@@ -304,6 +304,9 @@ Flow challenge(Exchange* ex, const CompiledRule& r) {
   return Flow::Respond;
 }
 
+// Headers that frame a message: a response rule never removes them.
+const std::vector<std::string> kFraming = {"content-length", "transfer-encoding", "connection"};
+
 bool listed(const std::vector<std::string>& names, std::string_view name) {
   for (const std::string& n : names) {
     if (n.size() == name.size() && std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
@@ -322,7 +325,7 @@ void ExchangePolicyDeleter::operator()(ExchangePolicy* p) const { delete p; }
 void ExchangePolicy::clear() {
   trail.clear();
   skipped.clear();
-  skip_response = skip_cache = skip_lua = cache_bypass = false;
+  skip_response = skip_cache = skip_lua = cache_bypass = response_ran = false;
   cache_ttl_s = -1;
   target.clear();
   req_add.clear();
@@ -386,18 +389,16 @@ Flow phase_policy(Exchange* ex) {
   return Flow::Continue;
 }
 
-void phase_policy_response(Exchange* ex) {
-  if (!ex->policy_active) return;
+namespace {
+
+// The response rules over the head in t_eval.resp_headers with `status`, once per exchange.
+void run_response_rules(Exchange* ex, uint16_t status) {
   ExchangePolicy& p = *ex->policy;
-  if (ex->snap->policies() == nullptr) return;
   const TenantRules& tr = ex->snap->policies()->tenant(ex->tenant);
-  if (tr.response.empty() || p.skip_response) return;
-  fill_request_view(ex);
   Evaluator& e = t_eval;
-  const MessageHead& resp = ex->resp;
-  e.resp_headers.clear();
-  for (const HeaderSpan& h : resp.headers) e.resp_headers.emplace_back(resp.name(h), resp.value(h));
-  e.view.response_code = resp.status;
+  // fill_request_view() resets the context: keep the response headers gathered before it.
+  fill_request_view(ex);
+  e.view.response_code = status;
   e.view.response_headers = e.resp_headers;
   for (const CompiledRule& r : tr.response) {
     if (!p.skipped.empty() && skipped(p, &r)) continue;
@@ -417,6 +418,53 @@ void phase_policy_response(Exchange* ex) {
   }
 }
 
+// Whether the response rules are still to run for this exchange (and marks them as run).
+bool response_rules_due(Exchange* ex) {
+  if (!ex->policy_active || ex->snap->policies() == nullptr) return false;
+  ExchangePolicy& p = *ex->policy;
+  if (p.response_ran) return false;
+  p.response_ran = true;
+  return !p.skip_response && !ex->snap->policies()->tenant(ex->tenant).response.empty();
+}
+
+}  // namespace
+
+void phase_policy_response(Exchange* ex) {
+  if (!response_rules_due(ex)) return;
+  const MessageHead& resp = ex->resp;
+  t_eval.resp_headers.clear();
+  for (const HeaderSpan& h : resp.headers) {
+    t_eval.resp_headers.emplace_back(resp.name(h), resp.value(h));
+  }
+  run_response_rules(ex, resp.status);
+}
+
+void phase_policy_response(Exchange* ex, uint16_t status, cache::Fields headers) {
+  if (!response_rules_due(ex)) return;
+  t_eval.resp_headers.clear();
+  for (const cache::Field& f : headers) t_eval.resp_headers.emplace_back(f.name, f.value);
+  run_response_rules(ex, status);
+}
+
+void phase_policy_response(Exchange* ex, uint16_t status, std::string_view content_type,
+                           std::string_view extra) {
+  if (!response_rules_due(ex)) return;
+  t_eval.resp_headers.clear();
+  t_eval.resp_headers.emplace_back("Content-Type", content_type);
+  t_eval.resp_headers.emplace_back("X-Request-Id", ex->request_id);
+  while (!extra.empty()) {  // "Name: value\r\n" lines
+    size_t eol = extra.find("\r\n");
+    std::string_view line = extra.substr(0, eol);
+    extra = eol == std::string_view::npos ? std::string_view() : extra.substr(eol + 2);
+    size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    t_eval.resp_headers.emplace_back(line.substr(0, colon), value);
+  }
+  run_response_rules(ex, status);
+}
+
 bool policy_drops_request_header(const Exchange* ex, std::string_view name) {
   return ex->policy_active && !ex->policy->req_remove.empty() &&
          listed(ex->policy->req_remove, name);
@@ -432,6 +480,22 @@ void policy_add_request_headers(const Exchange* ex, std::string& head) {
 bool policy_drops_response_header(const Exchange* ex, std::string_view name) {
   return ex->policy_active && !ex->policy->resp_remove.empty() &&
          listed(ex->policy->resp_remove, name);
+}
+
+bool policy_rewrites_response_headers(const Exchange* ex) {
+  return ex->policy_active && (!ex->policy->resp_add.empty() || !ex->policy->resp_remove.empty());
+}
+
+void policy_filter_header_lines(const Exchange* ex, std::string_view lines, std::string& out) {
+  while (!lines.empty()) {
+    size_t eol = lines.find("\r\n");
+    const size_t len = eol == std::string_view::npos ? lines.size() : eol + 2;
+    const std::string_view line = lines.substr(0, len);
+    lines.remove_prefix(len);
+    const std::string_view name = line.substr(0, line.find(':'));
+    const bool framing = listed(kFraming, name);
+    if (framing || !policy_drops_response_header(ex, name)) out.append(line);
+  }
 }
 
 void policy_add_response_headers(const Exchange* ex, std::string& head) {

@@ -423,6 +423,63 @@ class ResponsePhase(PolicyCase):
         self.assertEqual(r.header("X-Missing"), "/missing")
 
 
+    def test_response_rules_run_on_cache_hits(self):
+        def handler(req):
+            return Reply(200, body=b"cached", headers=[("Cache-Control", "max-age=60"),
+                                                        ("ETag", '"v1"'),
+                                                        ("Server", "origin/1.0")])
+        self.start(handler, cache={"enabled": True}, rules=[
+            {"id": "hide", "phase": "response", "expression": "true", "action": "rewrite",
+             "action_parameters": {"headers": {
+                 "Server": {"operation": "remove"},
+                 "X-Code": {"operation": "set",
+                            "expression": "to_string(http.response.code)"}}}}])
+        first, second = self.req("/c"), self.req("/c")
+        self.assertRegex(second.header("Cache-Status") or "", r"^parapet; hit")
+        self.assertEqual(self.origin.request_count, 1)
+        for r in (first, second):
+            self.assertEqual(r.body, b"cached")
+            self.assertIsNone(r.header("Server"))
+            self.assertEqual(r.header("X-Code"), "200")
+        # A conditional request answered 304 from the cache: the rules see the 304.
+        r = self.req("/c", headers=[("If-None-Match", '"v1"')])
+        self.assertEqual((r.status, r.header("X-Code")), (304, "304"))
+        self.assertIsNone(r.header("Server"))
+        self.assertEqual(self.origin.request_count, 1)
+
+    def test_response_rules_run_on_local_answers(self):
+        self.start(rules=[
+            {"id": "deny", "expression": 'http.request.uri.path eq "/deny"', "action": "block"},
+            {"id": "go", "expression": 'http.request.uri.path eq "/go"', "action": "redirect",
+             "action_parameters": {"target_url": "/there"}},
+            {"id": "tag", "phase": "response", "expression": "http.response.code ge 300",
+             "action": "rewrite", "action_parameters": {"headers": {
+                 "X-Answer": {"operation": "set", "expression":
+                              'concat(to_string(http.response.code), " ", '
+                              'http.response.headers["location"][0])'},
+                 "Content-Length": {"operation": "remove"},
+                 "X-Request-Id": {"operation": "remove"}}}},
+            {"id": "ok", "phase": "response", "expression": "http.response.code eq 403",
+             "action": "rewrite", "action_parameters": {"headers": {
+                 "X-Blocked": {"operation": "set", "value": "yes"}}}}])
+        r = self.req("/deny")
+        self.assertEqual(r.status, 403)
+        self.assertEqual(r.header("X-Blocked"), "yes")
+        self.assertIsNone(r.header("X-Answer"))  # no Location: the concat has no value
+        self.assertIsNone(r.header("X-Request-Id"))
+        self.assertEqual(r.header("Content-Length"), str(len(r.body)))  # framing stays
+        self.assertIn(b"reason: policy.blocked", r.body)
+        r = self.req("/go")
+        self.assertEqual((r.status, r.header("Location")), (302, "/there"))
+        self.assertEqual(r.header("X-Answer"), "302 /there")
+        self.assertIsNone(r.header("X-Blocked"))
+        r = self.req("/fine")  # from the origin: 200, neither rule
+        self.assertStatus(r, 200)
+        self.assertIsNone(r.header("X-Answer"))
+        self.assertIsNone(r.header("X-Blocked"))
+        self.assertEqual(self.origin.request_count, 1)
+
+
 class SharedPolicies(PolicyCase):
 
     def test_shared_policy_on_two_tenants_with_an_override(self):
