@@ -198,6 +198,28 @@ TEST(PoliciesTest, TenantListsAreTheirsAlone) {
       << clash.errors[0];
 }
 
+// Errors inside expressions are placed at their file line:column whatever the scalar style.
+TEST(PoliciesTest, ExpressionErrorsAtTheirFilePosition) {
+  const std::string rules = R"(    rules:
+      - id: blk
+        expression: |
+          http.host eq "a" and
+            http.nope eq "x"
+      - id: esc
+        expression: "http.host eq \x22\u00e9\x22 or http.nope eq 1"
+      - {id: single, expression: 'http.host eq "it''s" or http.nope eq 1'}
+)";
+  Built b = build(std::string(kBase) + "tenants:\n" + tenant("a", rules));
+  ASSERT_EQ(b.errors.size(), 3u) << joined(b.errors);
+  // '|': the second line of the block (line 13), after its 12 spaces.
+  EXPECT_EQ(b.errors[0], "t.yaml:13:13: rule 'blk': unknown field \"http.nope\" (expression 2:3)");
+  // \x22 is one byte, \u00e9 two (UTF-8): http.nope is the expression's byte 22, file column 53.
+  EXPECT_EQ(b.errors[1], "t.yaml:15:53: rule 'esc': unknown field \"http.nope\" (expression 1:22)");
+  // '' is one quote.
+  EXPECT_EQ(b.errors[2],
+            "t.yaml:16:59: rule 'single': unknown field \"http.nope\" (expression 1:24)");
+}
+
 TEST(PoliciesTest, ManyContainsOfATenantShareOneIndex) {
   std::string rules = "    rules:\n";
   for (int i = 0; i < 10; ++i) {
