@@ -1,6 +1,7 @@
 #include "filters/contains_index.h"
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <unordered_map>
 
@@ -37,8 +38,8 @@ void ContainsIndex::Group::scan(std::string_view s, uint64_t* bits) const {
 bool ContainsIndex::test(ExecContext& ctx, ContainsBinding::Slot slot,
                          const detail::Node& value) const {
   detail::ContainsState& st = ctx.contains_state();
-  if (st.owner != this) {  // another index used this context: its results mean nothing here
-    st.owner = this;
+  if (st.owner != id_) {  // another index used this context: its results mean nothing here
+    st.owner = id_;
     st.done.assign(groups_.size(), 0);
     if (st.words.size() < words_) st.words.resize(words_);
   }
@@ -66,7 +67,9 @@ struct Candidate {
 
 std::shared_ptr<const ContainsIndex> ContainsIndex::build(std::span<const Filter* const> filters,
                                                           const Options& opt) {
+  static std::atomic<uint64_t> next_id{1};
   auto out = std::shared_ptr<ContainsIndex>(new ContainsIndex());
+  out->id_ = next_id.fetch_add(1, std::memory_order_relaxed);
   // 1. Gather the groupable comparisons by value.
   std::map<std::string, Candidate> by_value;
   for (const Filter* f : filters) {

@@ -106,6 +106,8 @@ class ContainsIndex {
   std::vector<ContainsBinding::Slot> slots_;
   std::vector<ContainsBinding> bindings_;
   uint32_t words_ = 0;
+  // Names this index in ExecContexts; an address could be reused by the next config's index.
+  uint64_t id_ = 0;
 };
 
 }  // namespace parapet::filters

@@ -95,7 +95,7 @@ class Arena {
 // Per-request results of a ContainsIndex (contains_index.h): which of its groups were scanned
 // in this request, and their bits. Capacity is kept across requests.
 struct ContainsState {
-  const void* owner = nullptr;  // the ContainsIndex the entries belong to
+  uint64_t owner = 0;  // the id of the ContainsIndex the entries belong to (ids are never reused)
   std::vector<uint64_t> done;   // per group: the request generation it was scanned in
   std::vector<uint64_t> words;  // every group's bits, one per literal
 };

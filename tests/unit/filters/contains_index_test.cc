@@ -214,6 +214,30 @@ TEST(ContainsIndexTest, TwoIndexesSharingOneContext) {
   }
 }
 
+// Regression: a context recognized its index by address; the next config's index may be
+// allocated where the last one was, and then read the old index's bits (and its smaller
+// tables) as its own within one request.
+TEST(ContainsIndexTest, ANewIndexAtAnOldAddressStartsAfresh) {
+  OneField field;
+  field.value = "abc";
+  ExecContext ctx(&field);
+  const void* first_address = nullptr;
+  {
+    Compiled a =
+        compile_all({R"(http.user_agent contains "abc")", R"(http.user_agent contains "zzz")"});
+    auto ia = ContainsIndex::build(a.filters, min_literals(1));
+    first_address = ia.get();
+    EXPECT_TRUE(a.filters[0]->matches(ctx, ia->binding(0)));
+  }
+  // Same value, literals in the other order: bit 0 is now "zzz". No reset in between.
+  Compiled b =
+      compile_all({R"(http.user_agent contains "zzz")", R"(http.user_agent contains "abc")"});
+  auto ib = ContainsIndex::build(b.filters, min_literals(1));
+  EXPECT_FALSE(b.filters[0]->matches(ctx, ib->binding(0)));
+  EXPECT_TRUE(b.filters[1]->matches(ctx, ib->binding(1)));
+  if (ib.get() != first_address) GTEST_LOG_(INFO) << "the allocator did not reuse the address";
+}
+
 TEST(ContainsIndexTest, RuleSetUsesTheIndexWithTheSameResults) {
   TestRequest req;
   std::vector<RuleSource> rules;
