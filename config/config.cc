@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <string_view>
 #include <thread>
 
 namespace parapet::config {
@@ -15,7 +16,15 @@ namespace {
 
 class Loader {
  public:
-  explicit Loader(std::string file) : file_(std::move(file)) {}
+  Loader(std::string file, std::string_view text) : file_(std::move(file)) {
+    size_t start = 0;
+    while (start <= text.size()) {
+      size_t nl = text.find('\n', start);
+      if (nl == std::string_view::npos) nl = text.size();
+      lines_.push_back(text.substr(start, nl - start));
+      start = nl + 1;
+    }
+  }
 
   void error(const YAML::Node& node, const std::string& reason) {
     const YAML::Mark m = node.Mark();
@@ -140,7 +149,7 @@ class Loader {
     if (auto t = root["timeouts"]) timeouts(t, &c->timeouts);
     if (auto a = root["access_log"]) access_log(a, &c->access_log);
     if (auto a = root["cache"]) cache_store(a, &c->cache);
-    if (auto l = root["lists"]) lists(l, c);
+    if (auto l = root["lists"]) lists(l, &c->lists);
     if (auto p = root["policies"]) policies(p, c);
     if (auto ts = root["tenants"]) {
       tenants(ts, c);
@@ -260,7 +269,7 @@ class Loader {
     std::set<std::string> names, hosts;
     for (const auto& n : ts) {
       if (!check_keys(n, "a tenant",
-                      {"name", "hosts", "origins", "routes", "tls", "cache", "policies",
+                      {"name", "hosts", "origins", "routes", "tls", "cache", "lists", "policies",
                        "policy_overrides", "rules", "lua"}))
         continue;
       Tenant t;
@@ -272,6 +281,7 @@ class Loader {
       }
       if (auto tls = n["tls"]) tenant_tls(tls, &t);
       if (auto cache = n["cache"]) tenant_cache(cache, &t.cache);
+      if (auto l = n["lists"]) tenant_lists(l, *c, &t);
       if (auto ps = n["policies"]) tenant_policies(ps, *c, &t);
       if (auto os = n["policy_overrides"]) overrides(os, &t);
       if (auto rs = n["rules"]) rule_list(rs, "tenant rules", &t.rules);
@@ -674,7 +684,7 @@ class Loader {
     }
   }
 
-  void lists(const YAML::Node& ls, Config* c) {
+  void lists(const YAML::Node& ls, std::vector<ListConfig>* out) {
     if (!ls.IsSequence()) {
       error(ls, "lists must be a list of {name, kind, items | file}");
       return;
@@ -707,7 +717,7 @@ class Loader {
         if (scalar(f, "list file", &l.file)) relative_to_file(&l.file);
       }
       if (n["items"] && n["file"]) error(n, "a list has items or a file, not both");
-      c->lists.push_back(std::move(l));
+      out->push_back(std::move(l));
     }
   }
 
@@ -736,6 +746,20 @@ class Loader {
         error(n, "policy rules are required");
       }
       c->policies.push_back(std::move(p));
+    }
+  }
+
+  // A tenant's own lists: for its own rules only. A shared list's name is refused rather than
+  // shadowed, so `$name` means one list wherever it is read in the file.
+  void tenant_lists(const YAML::Node& ls, const Config& c, Tenant* t) {
+    lists(ls, &t->lists);
+    for (const ListConfig& l : t->lists) {
+      for (const ListConfig& shared : c.lists) {
+        if (shared.name != l.name) continue;
+        errors_.push_back(l.where + ": tenant list '" + l.name +
+                          "' has the name of a shared list (" + shared.where +
+                          "); a tenant's lists add names, they do not replace");
+      }
     }
   }
 
@@ -783,7 +807,9 @@ class Loader {
       return;
     }
     for (const auto& n : os) {
-      if (!check_keys(n, "a policy override", {"id", "action", "enabled", "log_only"})) continue;
+      if (!check_keys(n, "a policy override",
+                      {"id", "action", "action_parameters", "enabled", "log_only"}))
+        continue;
       RuleOverride o;
       o.where = where(n);
       if (!n["id"] || !scalar(n["id"], "override id", &o.id)) {
@@ -801,6 +827,17 @@ class Loader {
           o.has_action = true;
         }
       }
+      if (auto ap = n["action_parameters"]) {
+        if (!o.has_action || o.action != RuleConfig::Action::Block) {
+          error(ap,
+                "override action_parameters are for action: block (status, content_type, "
+                "body)");
+        } else if (check_keys(ap, "override action_parameters",
+                              {"status", "content_type", "body"})) {
+          block_answer(ap, &o.block);
+          o.has_block = true;
+        }
+      }
       if (auto e = n["enabled"]) {
         boolean(e, "override enabled", &o.enabled);
         o.has_enabled = true;
@@ -813,11 +850,80 @@ class Loader {
     }
   }
 
+  // Where the scalar `n` (already known to be a scalar) and each byte of its value are.
+  ScalarPos scalar_pos(const YAML::Node& n) const {
+    const YAML::Mark m = n.Mark();
+    ScalarPos p;
+    p.line = m.line + 1;
+    p.column = m.column + 1;
+    if (m.line < 0 || static_cast<size_t>(m.line) >= lines_.size()) return p;
+    const std::string_view l = lines_[static_cast<size_t>(m.line)];
+    if (m.column < 0 || static_cast<size_t>(m.column) >= l.size()) return p;
+    const char q = l[static_cast<size_t>(m.column)];
+    if (q == '|') {
+      // The content starts on the next line, at the indentation of its first non-empty line.
+      for (size_t i = static_cast<size_t>(m.line) + 1; i < lines_.size(); ++i) {
+        const size_t indent = lines_[i].find_first_not_of(' ');
+        if (indent == std::string_view::npos || lines_[i][indent] == '\r') continue;
+        p.block_indent = static_cast<int>(indent);
+        break;
+      }
+      return p;
+    }
+    if (q != '"' && q != '\'') return p;
+    // Walk the quoted scalar as YAML decodes it: each escape yields the UTF-8 bytes of one code
+    // point, all placed at its backslash. Checked against the decoded length; on any doubt
+    // (e.g. the scalar goes on over the next line) no columns are given.
+    std::vector<int> cols;
+    size_t i = static_cast<size_t>(m.column) + 1;
+    auto utf8_len = [](uint32_t cp) {
+      return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    };
+    while (i < l.size()) {
+      const char c = l[i];
+      const int col = static_cast<int>(i) + 1;
+      if (c == q) {
+        if (q == '\'' && i + 1 < l.size() && l[i + 1] == '\'') {  // '' is one quote
+          cols.push_back(col);
+          i += 2;
+          continue;
+        }
+        cols.push_back(col);  // the closing quote
+        if (cols.size() == n.Scalar().size() + 1) p.byte_columns = std::move(cols);
+        return p;
+      }
+      if (q == '"' && c == '\\' && i + 1 < l.size()) {
+        const char e = l[i + 1];
+        size_t hex = e == 'x' ? 2 : e == 'u' ? 4 : e == 'U' ? 8 : 0;
+        uint32_t cp = 0;
+        if (hex > 0) {
+          if (i + 2 + hex > l.size()) return p;
+          for (size_t k = 0; k < hex; ++k) {
+            const char h = l[i + 2 + k];
+            const int d = h >= '0' && h <= '9'   ? h - '0'
+                          : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                          : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                                 : -1;
+            if (d < 0) return p;
+            cp = cp * 16 + static_cast<uint32_t>(d);
+          }
+        } else {
+          cp = e == 'N' ? 0x85 : e == '_' ? 0xa0 : e == 'L' ? 0x2028 : e == 'P' ? 0x2029 : 'x';
+        }
+        for (int k = utf8_len(cp); k > 0; --k) cols.push_back(col);
+        i += 2 + hex;
+        continue;
+      }
+      cols.push_back(col);
+      ++i;
+    }
+    return p;
+  }
+
   // A literal ("value") or an expression ("expression") of an action parameter.
   bool rule_value(const YAML::Node& n, const char* what, RuleValue* v) {
     if (n.IsScalar()) {
-      v->line = n.Mark().line + 1;
-      v->column = n.Mark().column + 1;
+      v->pos = scalar_pos(n);
       return scalar(n, what, &v->value);
     }
     if (!check_keys(n, what, {"value", "expression"})) return false;
@@ -827,8 +933,7 @@ class Loader {
       return false;
     }
     v->expression = static_cast<bool>(n["expression"]);
-    v->line = x.Mark().line + 1;
-    v->column = x.Mark().column + 1;
+    if (x.IsScalar()) v->pos = scalar_pos(x);
     return scalar(x, what, &v->value);
   }
 
@@ -857,8 +962,7 @@ class Loader {
       }
       if (!ids.insert(r.id).second) error(n["id"], "duplicate rule id '" + r.id + "'");
       if (auto e = n["expression"]) {
-        r.line = e.Mark().line + 1;
-        r.column = e.Mark().column + 1;
+        if (e.IsScalar()) r.pos = scalar_pos(e);
         scalar(e, "rule expression", &r.expression);
       } else {
         error(n, "rule expression is required");
@@ -893,6 +997,13 @@ class Loader {
     }
   }
 
+  // A block's action_parameters (keys already checked): status, content_type, body.
+  void block_answer(const YAML::Node& ap, BlockAnswer* b) {
+    if (ap["status"]) number(ap["status"], "block status", &b->status, 400, 599);
+    if (ap["content_type"]) scalar(ap["content_type"], "content_type", &b->content_type);
+    if (ap["body"]) scalar(ap["body"], "block body", &b->body);
+  }
+
   void action_parameters(const YAML::Node& ap, const YAML::Node& rule, RuleConfig* r) {
     using A = RuleConfig::Action;
     auto keys = [&](std::initializer_list<const char*> known) {
@@ -901,10 +1012,7 @@ class Loader {
     switch (r->action) {
       case A::Block:
         if (!keys({"status", "content_type", "body"})) return;
-        r->status = 403;
-        if (ap && ap["status"]) number(ap["status"], "block status", &r->status, 400, 599);
-        if (ap && ap["content_type"]) scalar(ap["content_type"], "content_type", &r->content_type);
-        if (ap && ap["body"]) scalar(ap["body"], "block body", &r->body);
+        if (ap) block_answer(ap, &r->block);
         return;
       case A::Allow:
       case A::Log:
@@ -955,11 +1063,10 @@ class Loader {
           return;
         }
         rule_value(ap["target_url"], "target_url", &r->target);
-        r->status = 302;
         if (auto v = ap["status_code"]) {
-          number(v, "redirect status_code", &r->status, 301, 308);
-          if (r->status != 301 && r->status != 302 && r->status != 303 && r->status != 307 &&
-              r->status != 308) {
+          number(v, "redirect status_code", &r->redirect_status, 301, 308);
+          const uint16_t st = r->redirect_status;
+          if (st != 301 && st != 302 && st != 303 && st != 307 && st != 308) {
             error(v, "redirect status_code must be 301, 302, 303, 307 or 308");
           }
         }
@@ -1011,8 +1118,7 @@ class Loader {
                 }
                 YAML::Node x = spec["expression"] ? spec["expression"] : spec["value"];
                 h.value.expression = static_cast<bool>(spec["expression"]);
-                h.value.line = x.Mark().line + 1;
-                h.value.column = x.Mark().column + 1;
+                if (x.IsScalar()) h.value.pos = scalar_pos(x);
                 scalar(x, "header value", &h.value.value);
                 if (h.value.value.find_first_of("\r\n") != std::string::npos) {
                   error(x, "header value must not contain CR or LF");
@@ -1038,12 +1144,13 @@ class Loader {
         if (ap && ap["ttl"]) {
           int64_t s = 0;
           seconds(ap["ttl"], "challenge ttl", &s);
-          if (s < 60 || s > 7 * 86400) error(ap["ttl"], "challenge ttl must be between 1m and 7d");
+          if (s < 1 || s > 7 * 86400) error(ap["ttl"], "challenge ttl must be between 1s and 7d");
           r->challenge_ttl_s = static_cast<uint32_t>(s);
         }
         return;
       case A::RateLimit:
-        if (!keys({"characteristics", "period", "requests_per_period", "mitigation_timeout"})) {
+        if (!keys({"characteristics", "period", "requests_per_period", "mitigation_timeout",
+                   "counting_expression"})) {
           return;
         }
         if (!ap || !ap["requests_per_period"]) {
@@ -1074,6 +1181,14 @@ class Loader {
           int64_t s = 0;
           seconds(v, "mitigation_timeout", &s);
           r->mitigation_timeout_s = static_cast<uint32_t>(s);
+        }
+        if (auto v = ap["counting_expression"]) {
+          if (!v.IsScalar()) {
+            error(v, "counting_expression must be an expression (a string)");
+          } else {
+            rule_value(v, "counting_expression", &r->counting);
+            r->counting.expression = !r->counting.value.empty();
+          }
         }
         return;
     }
@@ -1168,12 +1283,13 @@ class Loader {
 
  private:
   std::string file_;
+  std::vector<std::string_view> lines_;  // of the text being loaded
   std::vector<std::string> errors_;
 };
 
 LoadResult parse(const std::string& text, const std::string& name) {
   LoadResult r;
-  Loader loader(name);
+  Loader loader(name, text);
   try {
     YAML::Node root = YAML::Load(text);
     loader.load(root, &r.config);
@@ -1190,6 +1306,14 @@ LoadResult parse(const std::string& text, const std::string& name) {
 }  // namespace
 
 LoadResult load_text(const std::string& text, const std::string& name) { return parse(text, name); }
+
+std::pair<int, int> ScalarPos::locate(int value_line, int value_column) const {
+  if (block_indent > 0) return {line + value_line, block_indent + value_column};
+  if (value_line > 1) return {line + value_line - 1, value_column};
+  const size_t offset = static_cast<size_t>(std::max(value_column, 1) - 1);
+  if (!byte_columns.empty()) return {line, byte_columns[std::min(offset, byte_columns.size() - 1)]};
+  return {line, column + static_cast<int>(offset)};
+}
 
 LoadResult load_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace parapet::config {
@@ -104,12 +105,26 @@ struct Route {
   size_t origin_index = 0;  // into Tenant::origins, resolved at load
 };
 
+// Where a scalar's value sits in the file, so that an error found inside the value (an
+// expression's line:column) is reported at the file's line:column.
+struct ScalarPos {
+  int line = 0, column = 0;  // 1-based, of the scalar's first character (a quote, a '|')
+  // A quoted scalar on one line: the file column of each byte of the value, then of the closing
+  // quote (escapes and the quote itself shift them). Empty for other scalars.
+  std::vector<int> byte_columns;
+  int block_indent = 0;  // a literal block scalar ('|'): the column before its content's lines
+  // The file's line:column of 1-based position (line, column) inside the value. Exact for plain
+  // one-line, quoted one-line and literal block scalars; otherwise the scalar's line plus the
+  // position's line, which may be off for folded or multi-line quoted scalars.
+  std::pair<int, int> locate(int value_line, int value_column) const;
+};
+
 // A value of an action parameter: a literal, or an expression of the rules language evaluated
 // per request (e.g. concat("/v2", http.request.uri.path)).
 struct RuleValue {
   std::string value;
   bool expression = false;
-  int line = 0, column = 0;  // of the YAML scalar, for errors found compiling it
+  ScalarPos pos;  // for errors found compiling it
 };
 
 // A header change of a rewrite action.
@@ -117,6 +132,14 @@ struct HeaderRewrite {
   std::string name;
   enum class Op { Set, Add, Remove } op = Op::Set;
   RuleValue value;
+};
+
+// What a block answers: the status, and a body (empty: the standard error with reason
+// policy.blocked).
+struct BlockAnswer {
+  uint16_t status = 403;
+  std::string content_type = "text/plain";
+  std::string body;
 };
 
 // One rule of the rules language (filters/): {id, expression, action, action_parameters,
@@ -135,17 +158,16 @@ struct RuleConfig {
   };
   std::string id;
   std::string expression;
-  int line = 0, column = 0;  // of the expression scalar (its first character)
+  ScalarPos pos;  // of the expression scalar
   std::string description;
   Action action = Action::Block;
   enum class Phase { Request, Response } phase = Phase::Request;
   bool enabled = true;
   bool log_only = false;  // shadow mode: record what it would have done
   // block
-  uint16_t status = 0;  // block: 403; redirect: 302
-  std::string content_type = "text/plain";
-  std::string body;
+  BlockAnswer block;
   // redirect
+  uint16_t redirect_status = 302;
   RuleValue target;
   bool preserve_query = false;
   // skip
@@ -166,6 +188,8 @@ struct RuleConfig {
   uint32_t period_s = 60;
   uint32_t requests_per_period = 0;
   uint32_t mitigation_timeout_s = 0;  // 0: blocked for the rest of the period only
+  // Requests counted: those matching this expression (value "": those matching the rule's).
+  RuleValue counting;
   // challenge
   uint32_t challenge_ttl_s = 1800;  // how long a passed challenge lets the client through
   std::string where;                // "file:line:col" of the rule
@@ -183,6 +207,9 @@ struct RuleOverride {
   bool has_enabled = false, enabled = true;
   bool has_action = false;
   RuleConfig::Action action = RuleConfig::Action::Block;
+  // action block: its own answer; without one, the rule's if it blocks, else the defaults.
+  bool has_block = false;
+  BlockAnswer block;
   bool has_log_only = false, log_only = false;
   std::string where;
 };
@@ -248,6 +275,7 @@ struct Tenant {
   std::string name;
   TenantCache cache;
   TenantLua lua;
+  std::vector<ListConfig> lists;      // for the tenant's own rules, beside the shared lists
   std::vector<std::string> policies;  // shared policies, by name, run first, in this order
   std::vector<RuleOverride> policy_overrides;
   std::vector<RuleConfig> rules;          // the tenant's own rules, after the policies'

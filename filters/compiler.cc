@@ -220,8 +220,14 @@ class StrCmpNode : public Predicate {
 
 class ContainsNode : public Predicate {
  public:
-  ContainsNode(NodePtr l, std::string lit) : l_(std::move(l)), lit_(std::move(lit)) {}
+  // `site`: this comparison's index in Program::contains.
+  ContainsNode(NodePtr l, std::string lit, uint32_t site)
+      : l_(std::move(l)), lit_(std::move(lit)), site_(site) {}
   bool test(ExecContext& ctx) const override {
+    if (const ContainsBinding* b = ctx.contains_binding()) {
+      const ContainsBinding::Slot s = b->slots[site_];
+      if (s.group != ContainsBinding::kNone) return b->index->test(ctx, s, *l_);
+    }
     Val v = l_->eval(ctx);
     if (v.k != Val::K::Str) return false;
     if (lit_.empty()) return true;
@@ -232,6 +238,7 @@ class ContainsNode : public Predicate {
  private:
   NodePtr l_;
   std::string lit_;
+  uint32_t site_;
 };
 
 class RegexNode : public Predicate {
@@ -691,6 +698,7 @@ class Parser {
           while (sym(",")) args.push_back(operand(true));
         }
         expect(')');
+        for (const Expr& a : args) e.iter |= a.iter;
         e.node = make_call(name, e.pos, args, env_, &e.type);
       }
     } else {
@@ -740,6 +748,7 @@ class Parser {
         f.source = std::move(e->node);
         e->node = std::make_unique<IterNode>(f.depth);
         e->type = Type::String;
+        e->iter = true;
       } else if (at_string()) {
         if (e->type != Type::MapString) {
           fail(at_pos, std::string("[\"key\"] needs a Map, found ") + type_name(e->type));
@@ -766,6 +775,8 @@ class Parser {
   // --- Comparisons, typed by the left side ---
 
   NodePtr comparison(Expr lhs, Op op, size_t op_pos) {
+    const size_t lhs_pos = lhs.pos;
+    const bool lhs_iter = lhs.iter;
     NodePtr l = lhs.literal ? make_literal(lhs) : std::move(lhs.node);
     auto undefined = [&] {
       fail(op_pos, std::string("operator \"") + op_name(op) + "\" is not defined for " +
@@ -801,8 +812,13 @@ class Parser {
         }
         std::string lit = string_lit();
         switch (op) {
-          case Op::Contains:
-            return std::make_unique<ContainsNode>(std::move(l), std::move(lit));
+          case Op::Contains: {
+            const auto site = static_cast<uint32_t>(prog_->contains.size());
+            const bool groupable = !lhs_iter && !lit.empty();
+            prog_->contains.push_back(
+                {value_key(src_.substr(lhs_pos, op_pos - lhs_pos)), lit, groupable});
+            return std::make_unique<ContainsNode>(std::move(l), std::move(lit), site);
+          }
           case Op::Matches:
             return std::make_unique<RegexNode>(std::move(l), compile_regex(lit, rhs_pos));
           case Op::Wildcard:
@@ -889,6 +905,38 @@ class Parser {
         undefined();
     }
     return nullptr;  // not reached: undefined() throws
+  }
+
+  // The text of an operand with the whitespace outside its string literals removed: two
+  // operands with the same key are the same value (no two tokens of a valid operand are
+  // separated by whitespace alone, so nothing else changes meaning).
+  static std::string value_key(std::string_view text) {
+    std::string out;
+    size_t i = 0;
+    while (i < text.size()) {
+      const char c = text[i];
+      const bool raw = c == 'r' && (i == 0 || !ident_char(text[i - 1])) && i + 1 < text.size() &&
+                       (text[i + 1] == '"' || text[i + 1] == '#');
+      if (raw) {  // r#"..."#: copied up to the quote and as many hashes
+        size_t q = text.find('"', i);
+        if (q == std::string_view::npos) break;
+        const std::string close = "\"" + std::string(q - i - 1, '#');
+        size_t e = text.find(close, q + 1);
+        e = e == std::string_view::npos ? text.size() : e + close.size();
+        out.append(text.substr(i, e - i));
+        i = e;
+      } else if (c == '"') {  // copied with its escapes, up to the closing quote
+        size_t e = i + 1;
+        while (e < text.size() && text[e] != '"') e += text[e] == '\\' ? 2 : 1;
+        e = std::min(e + 1, text.size());
+        out.append(text.substr(i, e - i));
+        i = e;
+      } else {
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') out.push_back(c);
+        ++i;
+      }
+    }
+    return out;
   }
 
   template <typename Fn>
@@ -981,9 +1029,12 @@ std::string CompileError::to_string() const {
 Filter::Filter(std::unique_ptr<detail::Program> p) : p_(std::move(p)) {}
 Filter::~Filter() = default;
 
-bool Filter::matches(ExecContext& ctx) const {
+bool Filter::matches(ExecContext& ctx, const ContainsBinding* contains) const {
   ctx.prepare(p_->strings, p_->arrays, p_->iters);
-  return p_->root->test(ctx);
+  ctx.set_contains_binding(contains);
+  const bool r = p_->root->test(ctx);
+  ctx.set_contains_binding(nullptr);
+  return r;
 }
 
 ValueExpr::ValueExpr(std::unique_ptr<detail::Program> p) : p_(std::move(p)) {}
@@ -1026,13 +1077,21 @@ RuleSetResult RuleSet::compile(std::span<const RuleSource> rules, const CompileO
     set->ids_.push_back(rules[i].id);
     set->filters_.push_back(std::move(f.value));
   }
-  if (r.errors.empty()) r.set = std::move(set);
+  if (!r.errors.empty()) return r;
+  if (opt.contains_index_min > 0) {
+    std::vector<const Filter*> filters;
+    for (const auto& f : set->filters_) filters.push_back(f.get());
+    ContainsIndex::Options copt;
+    copt.min_literals = opt.contains_index_min;
+    set->contains_ = ContainsIndex::build(filters, copt);
+  }
+  r.set = std::move(set);
   return r;
 }
 
 size_t RuleSet::next_match(ExecContext& ctx, size_t from) const {
   for (size_t i = from; i < filters_.size(); ++i) {
-    if (filters_[i]->matches(ctx)) return i;
+    if (filters_[i]->matches(ctx, contains_ ? contains_->binding(i) : nullptr)) return i;
   }
   return npos;
 }
@@ -1040,7 +1099,9 @@ size_t RuleSet::next_match(ExecContext& ctx, size_t from) const {
 void RuleSet::evaluate(ExecContext& ctx, std::vector<uint32_t>& matched) const {
   matched.clear();
   for (size_t i = 0; i < filters_.size(); ++i) {
-    if (filters_[i]->matches(ctx)) matched.push_back(static_cast<uint32_t>(i));
+    if (filters_[i]->matches(ctx, contains_ ? contains_->binding(i) : nullptr)) {
+      matched.push_back(static_cast<uint32_t>(i));
+    }
   }
 }
 

@@ -39,6 +39,7 @@ void ExecContext::reset(FieldProvider* provider) {
   provider_ = provider;
   for (detail::FieldSlot& s : fields_) s.state = detail::FieldSlot::State::Unfetched;
   arena_.reset();
+  ++generation_;
 }
 
 void ExecContext::fetch(Field f, detail::FieldSlot& s) {

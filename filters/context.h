@@ -20,6 +20,8 @@
 
 namespace parapet::filters {
 
+struct ContainsBinding;
+
 // One entry of a Map<Array<String>> field. A key may repeat (two headers of one name): m["k"] is
 // the array of the values of every entry with that key, in order.
 struct MapEntry {
@@ -88,6 +90,14 @@ class Arena {
   std::vector<Block> blocks_;
   size_t block_ = 0;
   size_t used_ = 0;
+};
+
+// Per-request results of a ContainsIndex (contains_index.h): which of its groups were scanned
+// in this request, and their bits. Capacity is kept across requests.
+struct ContainsState {
+  uint64_t owner = 0;  // the id of the ContainsIndex the entries belong to (ids are never reused)
+  std::vector<uint64_t> done;   // per group: the request generation it was scanned in
+  std::vector<uint64_t> words;  // every group's bits, one per literal
 };
 
 struct FieldSlot {
@@ -168,6 +178,12 @@ class ExecContext {
   std::string& scratch_string(uint32_t i) { return strs_[i]; }
   std::vector<std::string_view>& scratch_array(uint32_t i) { return arrs_[i]; }
   detail::Val& iter(uint32_t i) { return iters_[i]; }
+  // The ContainsIndex binding of the filter being evaluated (null: every `contains` by memmem).
+  const ContainsBinding* contains_binding() const { return binding_; }
+  void set_contains_binding(const ContainsBinding* b) { binding_ = b; }
+  detail::ContainsState& contains_state() { return contains_; }
+  // Changes at every reset(): per-request results are valid while it stays the same.
+  uint64_t generation() const { return generation_; }
 
  private:
   void fetch(Field f, detail::FieldSlot& s);
@@ -178,6 +194,9 @@ class ExecContext {
   std::vector<std::string> strs_;
   std::vector<std::vector<std::string_view>> arrs_;
   std::vector<detail::Val> iters_;
+  const ContainsBinding* binding_ = nullptr;
+  detail::ContainsState contains_;
+  uint64_t generation_ = 1;
 };
 
 }  // namespace parapet::filters

@@ -42,11 +42,20 @@ class Predicate : public Node {
   Val eval(ExecContext& ctx) const final { return Val::boolean(test(ctx)); }
 };
 
+// One `x contains "lit"` of a program, for ContainsIndex (contains_index.h).
+struct ContainsSite {
+  std::string value;  // the left side's text, whitespace outside string literals removed
+  std::string literal;
+  bool groupable;  // false: over x[*] (changes per element) or an empty literal
+};
+
 struct Program {
   NodePtr root;
   uint32_t strings = 0;  // scratch strings used (ExecContext::scratch_string)
   uint32_t arrays = 0;   // scratch arrays
   uint32_t iters = 0;    // nesting of any()/all()
+  // Every `contains`, in source order (ContainsNode knows its index).
+  std::vector<ContainsSite> contains;
 };
 
 // What the compiler tracks while building one program.
@@ -64,9 +73,10 @@ struct Expr {
   Type type = Type::Bool;
   size_t pos = 0;
   bool literal = false;
-  std::string str;  // literal String
-  int64_t num = 0;  // literal Int
+  std::string str;    // literal String
+  int64_t num = 0;    // literal Int
   bool flag = false;  // literal Bool
+  bool iter = false;  // its value depends on the element x[*] of an enclosing any()/all()
 };
 
 // A `*` glob: literal pieces between stars. Case-insensitive patterns store lowered pieces.

@@ -27,6 +27,7 @@
 #include <string_view>
 #include <vector>
 
+#include "filters/contains_index.h"
 #include "filters/context.h"
 #include "filters/ip_list.h"
 #include "filters/scheme.h"
@@ -55,17 +56,22 @@ struct CompileOptions {
   bool allow_rewrite_functions = false;
   size_t max_bytes = 4096;
   int max_depth = 64;
+  // RuleSet::compile only: a value that the set compares with `contains` to at least this many
+  // distinct literals is scanned once per request (ContainsIndex); 0: never.
+  size_t contains_index_min = 8;
 };
 
 // A compiled boolean filter expression.
 class Filter {
  public:
   ~Filter();
-  // True when the expression holds for the request behind `ctx`.
-  bool matches(ExecContext& ctx) const;
+  // True when the expression holds for the request behind `ctx`. `contains` is this filter's
+  // binding in a ContainsIndex (contains_index.h), or null: the result is the same either way.
+  bool matches(ExecContext& ctx, const ContainsBinding* contains = nullptr) const;
 
  private:
   friend struct FilterAccess;
+  friend class ContainsIndex;
   explicit Filter(std::unique_ptr<detail::Program> p);
   std::unique_ptr<detail::Program> p_;
 };
@@ -134,6 +140,7 @@ class RuleSet {
  private:
   std::vector<std::string> ids_;
   std::vector<std::shared_ptr<const Filter>> filters_;
+  std::shared_ptr<const ContainsIndex> contains_;  // null when contains_index_min is 0
 };
 
 }  // namespace parapet::filters

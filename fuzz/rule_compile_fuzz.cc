@@ -1,7 +1,8 @@
 // Fuzz target: the rules language compiler. The input is compiled as a filter (request and
 // response phase) and as a rewrite value expression; whatever compiles is evaluated against a
 // fixed fake request. Invariants: compile never crashes or hangs (length and nesting limits),
-// errors point inside the input, and evaluation of anything accepted is safe.
+// errors point inside the input, evaluation of anything accepted is safe, and its `contains`
+// answered through a ContainsIndex (every literal grouped) give the same result as memmem.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -70,6 +71,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       bool a = f.value->matches(ctx);
       // Cached fields must give the same answer the second time.
       if (f.value->matches(ctx) != a) abort();
+      // The same filter through a ContainsIndex grouping every literal: the same answer, on a
+      // fresh request and on one whose groups were already scanned.
+      const Filter* filters[2] = {f.value.get(), f.value.get()};
+      ContainsIndex::Options copt;
+      copt.min_literals = 1;
+      auto index = ContainsIndex::build(filters, copt);
+      ctx.reset(&fx->provider);
+      if (f.value->matches(ctx, index->binding(0)) != a) abort();
+      if (f.value->matches(ctx, index->binding(1)) != a) abort();
     } else {
       check_error(f.error, src);
     }

@@ -526,22 +526,43 @@ void ClientConn::reply_with(int status, const char* reason, bool close, std::str
     content_type = "text/plain";
   }
   char head[512];
-  Piece h(head, sizeof head);
-  h.add("HTTP/1.1 ").add(code).add(" ").add(phrase).add("\r\n");
+  Piece hp(head, sizeof head);
+  hp.add("HTTP/1.1 ").add(code).add(" ").add(phrase).add("\r\n");
   if (status == 204 || status == 304) {
     // No content by definition (a tenant script may answer 204 to a preflight): no body and
     // no Content-Length, or the bytes would be read as the next response on the connection.
     body = {};
   } else {
     char length[24];
-    h.add("Content-Type: ").add(content_type.substr(0, 128)).add("\r\nContent-Length: ");
-    h.add(std::string_view(
+    hp.add("Content-Type: ").add(content_type.substr(0, 128)).add("\r\nContent-Length: ");
+    hp.add(std::string_view(
         length, std::to_chars(length, length + sizeof length, body.size()).ptr - length));
-    h.add("\r\n");
+    hp.add("\r\n");
   }
-  h.add("X-Request-Id: ").add(e->request_id).add("\r\n");
-  int hn = static_cast<int>(h.view().size());
-  out.stage_copy(h.view());
+  hp.add("X-Request-Id: ").add(e->request_id).add("\r\n");
+  int hn = static_cast<int>(hp.view().size());
+  // The tenant's response rules see this answer too (DESIGN.md: policy (response) before the
+  // response is sent); their header rewrites apply to all but the framing (Content-Length,
+  // Connection).
+  if (e->policy_active && !e->resp_started) {
+    phase_policy_response(e, static_cast<uint16_t>(status), content_type, extra);
+    if (policy_rewrites_response_headers(e)) {
+      const std::string_view built = hp.view();
+      const size_t status_line = built.find("\r\n") + 2;
+      std::string& h = e->resp_head;
+      h.assign(built.substr(0, status_line));
+      policy_filter_header_lines(e, built.substr(status_line), h);
+      policy_filter_header_lines(e, extra, h);
+      policy_add_response_headers(e, h);
+      out.stage_copy(h);
+      hn = static_cast<int>(h.size());
+      extra = {};
+    } else {
+      out.stage_copy(hp.view());
+    }
+  } else {
+    out.stage_copy(hp.view());
+  }
   out.stage_copy(extra);
   out.stage_copy(closing_now ? std::string_view("Connection: close\r\n\r\n")
                              : std::string_view("\r\n"));

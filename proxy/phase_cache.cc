@@ -164,6 +164,12 @@ bool start_serving(ExchangeCache* ec, const cache::Decision& d, bool may_forward
   }
   const bool client10 = ex->req.minor == 0;
   const bool unknown_len = len == UINT64_MAX && st != 304 && st != 204;
+  // The response rules see the stored head as it is about to be sent (DESIGN.md: policy
+  // (response) runs on cached answers too); their header rewrites apply below.
+  if (ex->policy_active) phase_policy_response(ex, st, stored);
+  auto dropped = [ex](std::string_view name) {
+    return ex->policy_active && policy_drops_response_header(ex, name);
+  };
   std::string& h = ex->resp_head;
   h.clear();
   h.append("HTTP/1.1 ", 9);
@@ -172,8 +178,9 @@ bool start_serving(ExchangeCache* ec, const cache::Decision& d, bool may_forward
   h.append(status_phrase(st));
   h.append("\r\n", 2);
   if (st == 304) {
-    for (const cache::Field& f : cache::not_modified_fields(stored))
-      append_field(h, f.name, f.value);
+    for (const cache::Field& f : cache::not_modified_fields(stored)) {
+      if (!dropped(f.name)) append_field(h, f.name, f.value);
+    }
   } else if (st == 416) {
     if (std::optional<std::string_view> date = cache::first_value(stored, "date")) {
       append_field(h, "Date", *date);
@@ -181,7 +188,7 @@ bool start_serving(ExchangeCache* ec, const cache::Decision& d, bool may_forward
   } else {
     for (const cache::Field& f : stored) {
       if (cache::ieq(f.name, "content-length") || cache::ieq(f.name, "content-range")) continue;
-      append_field(h, f.name, f.value);
+      if (!dropped(f.name)) append_field(h, f.name, f.value);
     }
   }
   if (!content_range.empty()) append_field(h, "Content-Range", content_range);
@@ -197,6 +204,7 @@ bool start_serving(ExchangeCache* ec, const cache::Decision& d, bool may_forward
       append_field(h, "Strict-Transport-Security", hsts);
     }
   }
+  if (ex->policy_active) policy_add_response_headers(ex, h);
   ec->chunked = false;
   bool close = false;
   if (st == 416) {

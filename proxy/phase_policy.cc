@@ -96,6 +96,26 @@ void apply_header_rewrites(const CompiledRule& r,
 
 Flow challenge(Exchange* ex, const CompiledRule& r);
 
+// Counts (when `count`) one request of rate_limit rule `r` under its key: the rule and the
+// values of its characteristics, within the tenant.
+RateCounter::Result rate_hit(Exchange* ex, ExchangePolicy& p, const CompiledRule& r, bool count) {
+  RateCounter* counters = ex->snap->policies()->rate_counter();
+  if (counters == nullptr) return {};
+  std::string& key = p.scratch;
+  key = r.key;
+  for (const auto& e : r.characteristics) {
+    key += '\x1f';
+    if (e && e->eval(t_eval.ctx, p.value)) key += p.value;
+  }
+  const config::RuleConfig& cfg = *r.cfg;
+  RateCounter::Limit limit;
+  limit.period_s = cfg.period_s;
+  limit.requests = cfg.requests_per_period;
+  limit.mitigation_s = cfg.mitigation_timeout_s;
+  const int64_t now_ms = static_cast<int64_t>(uv_hrtime() / 1'000'000);
+  return counters->hit(ex->snap->cfg().tenants[ex->tenant].name, key, limit, count, now_ms);
+}
+
 // Applies one matched rule of the request phase. Returns Respond when it answered, and sets
 // *stop when the rest of the phase is skipped.
 Flow apply_request(Exchange* ex, ExchangePolicy& p, const CompiledRule& r, const TenantRules& tr,
@@ -122,13 +142,15 @@ Flow apply_request(Exchange* ex, ExchangePolicy& p, const CompiledRule& r, const
       if (cfg.skip_lua) p.skip_lua = true;
       if (cfg.skip_ruleset) *stop = true;
       return Flow::Continue;
-    case Action::Block:
-      if (cfg.body.empty()) {
-        c->reply(cfg.status, "policy.blocked", false);
+    case Action::Block: {
+      const config::BlockAnswer& b = *r.block;
+      if (b.body.empty()) {
+        c->reply(b.status, "policy.blocked", false);
       } else {
-        c->reply_with(cfg.status, "policy.blocked", false, {}, cfg.content_type, cfg.body);
+        c->reply_with(b.status, "policy.blocked", false, {}, b.content_type, b.body);
       }
       return Flow::Respond;
+    }
     case Action::Redirect: {
       std::string& target = p.scratch;
       if (!value_of(cfg.target, r.target.get(), &target) || target.empty() ||
@@ -143,7 +165,7 @@ Flow apply_request(Exchange* ex, ExchangePolicy& p, const CompiledRule& r, const
         }
       }
       std::string loc = "Location: " + target + "\r\n";
-      c->reply(cfg.status, "policy.redirect", false, loc);
+      c->reply(cfg.redirect_status, "policy.redirect", false, loc);
       return Flow::Respond;
     }
     case Action::Rewrite: {
@@ -173,18 +195,10 @@ Flow apply_request(Exchange* ex, ExchangePolicy& p, const CompiledRule& r, const
       if (cfg.cache_ttl_s >= 0) p.cache_ttl_s = cfg.cache_ttl_s;
       return Flow::Continue;
     case Action::RateLimit: {
-      std::string& key = p.scratch;
-      key = ex->snap->cfg().tenants[ex->tenant].name;
-      key += '\x1f';
-      key += r.key;
-      std::string v;
-      for (const auto& e : r.characteristics) {
-        key += '\x1f';
-        if (e && e->eval(t_eval.ctx, v)) key += v;
-      }
-      const int64_t now_ms = static_cast<int64_t>(uv_hrtime() / 1'000'000);
-      RateCounter::Result res = LocalRateCounter::process().hit(
-          key, cfg.period_s, cfg.requests_per_period, cfg.mitigation_timeout_s, now_ms);
+      // With a counting expression, only the requests it matches are counted; the others
+      // are refused while the key is over its limit, but add nothing.
+      const bool count = r.counting == nullptr || r.counting->matches(t_eval.ctx);
+      RateCounter::Result res = rate_hit(ex, p, r, count);
       if (!res.limited) return Flow::Continue;
       std::string retry = "Retry-After: " + std::to_string(res.retry_after_s) + "\r\n";
       c->reply(429, "policy.rate_limited", false, retry);
@@ -290,6 +304,9 @@ Flow challenge(Exchange* ex, const CompiledRule& r) {
   return Flow::Respond;
 }
 
+// Headers that frame a message: a response rule never removes them.
+const std::vector<std::string> kFraming = {"content-length", "transfer-encoding", "connection"};
+
 bool listed(const std::vector<std::string>& names, std::string_view name) {
   for (const std::string& n : names) {
     if (n.size() == name.size() && std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
@@ -308,7 +325,7 @@ void ExchangePolicyDeleter::operator()(ExchangePolicy* p) const { delete p; }
 void ExchangePolicy::clear() {
   trail.clear();
   skipped.clear();
-  skip_response = skip_cache = skip_lua = cache_bypass = false;
+  skip_response = skip_cache = skip_lua = cache_bypass = response_ran = false;
   cache_ttl_s = -1;
   resp_status = 0;
   target.clear();
@@ -357,7 +374,14 @@ Flow phase_policy(Exchange* ex) {
   for (const CompiledRule& r : tr.request) {
     if (stop) break;
     if (!p.skipped.empty() && skipped(p, &r)) continue;
-    if (!r.filter->matches(t_eval.ctx)) continue;
+    if (!r.filter->matches(t_eval.ctx, r.contains)) {
+      // A rate limit's counting expression counts requests its rule does not act on (e.g.
+      // every login attempt, while only some are refused).
+      if (r.counting != nullptr && !r.log_only && r.counting->matches(t_eval.ctx)) {
+        rate_hit(ex, p, r, true);
+      }
+      continue;
+    }
     r.matches->fetch_add(1, std::memory_order_relaxed);
     p.trail.push_back({&r, r.log_only});
     if (r.log_only) continue;  // shadow mode: recorded only
@@ -366,22 +390,20 @@ Flow phase_policy(Exchange* ex) {
   return Flow::Continue;
 }
 
-void phase_policy_response(Exchange* ex) {
-  if (!ex->policy_active) return;
+namespace {
+
+// The response rules over the head in t_eval.resp_headers with `status`, once per exchange.
+void run_response_rules(Exchange* ex, uint16_t status) {
   ExchangePolicy& p = *ex->policy;
-  if (ex->snap->policies() == nullptr) return;
   const TenantRules& tr = ex->snap->policies()->tenant(ex->tenant);
-  if (tr.response.empty() || p.skip_response) return;
-  fill_request_view(ex);
   Evaluator& e = t_eval;
-  const MessageHead& resp = ex->resp;
-  e.resp_headers.clear();
-  for (const HeaderSpan& h : resp.headers) e.resp_headers.emplace_back(resp.name(h), resp.value(h));
-  e.view.response_code = resp.status;
+  // fill_request_view() resets the context: keep the response headers gathered before it.
+  fill_request_view(ex);
+  e.view.response_code = status;
   e.view.response_headers = e.resp_headers;
   for (const CompiledRule& r : tr.response) {
     if (!p.skipped.empty() && skipped(p, &r)) continue;
-    if (!r.filter->matches(e.ctx)) continue;
+    if (!r.filter->matches(e.ctx, r.contains)) continue;
     r.matches->fetch_add(1, std::memory_order_relaxed);
     p.trail.push_back({&r, r.log_only});
     if (r.log_only) continue;
@@ -395,6 +417,53 @@ void phase_policy_response(Exchange* ex) {
       }
     }
   }
+}
+
+// Whether the response rules are still to run for this exchange (and marks them as run).
+bool response_rules_due(Exchange* ex) {
+  if (!ex->policy_active || ex->snap->policies() == nullptr) return false;
+  ExchangePolicy& p = *ex->policy;
+  if (p.response_ran) return false;
+  p.response_ran = true;
+  return !p.skip_response && !ex->snap->policies()->tenant(ex->tenant).response.empty();
+}
+
+}  // namespace
+
+void phase_policy_response(Exchange* ex) {
+  if (!response_rules_due(ex)) return;
+  const MessageHead& resp = ex->resp;
+  t_eval.resp_headers.clear();
+  for (const HeaderSpan& h : resp.headers) {
+    t_eval.resp_headers.emplace_back(resp.name(h), resp.value(h));
+  }
+  run_response_rules(ex, resp.status);
+}
+
+void phase_policy_response(Exchange* ex, uint16_t status, cache::Fields headers) {
+  if (!response_rules_due(ex)) return;
+  t_eval.resp_headers.clear();
+  for (const cache::Field& f : headers) t_eval.resp_headers.emplace_back(f.name, f.value);
+  run_response_rules(ex, status);
+}
+
+void phase_policy_response(Exchange* ex, uint16_t status, std::string_view content_type,
+                           std::string_view extra) {
+  if (!response_rules_due(ex)) return;
+  t_eval.resp_headers.clear();
+  t_eval.resp_headers.emplace_back("Content-Type", content_type);
+  t_eval.resp_headers.emplace_back("X-Request-Id", ex->request_id);
+  while (!extra.empty()) {  // "Name: value\r\n" lines
+    size_t eol = extra.find("\r\n");
+    std::string_view line = extra.substr(0, eol);
+    extra = eol == std::string_view::npos ? std::string_view() : extra.substr(eol + 2);
+    size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    t_eval.resp_headers.emplace_back(line.substr(0, colon), value);
+  }
+  run_response_rules(ex, status);
 }
 
 bool policy_drops_request_header(const Exchange* ex, std::string_view name) {
@@ -412,6 +481,22 @@ void policy_add_request_headers(const Exchange* ex, std::string& head) {
 bool policy_drops_response_header(const Exchange* ex, std::string_view name) {
   return ex->policy_active && !ex->policy->resp_remove.empty() &&
          listed(ex->policy->resp_remove, name);
+}
+
+bool policy_rewrites_response_headers(const Exchange* ex) {
+  return ex->policy_active && (!ex->policy->resp_add.empty() || !ex->policy->resp_remove.empty());
+}
+
+void policy_filter_header_lines(const Exchange* ex, std::string_view lines, std::string& out) {
+  while (!lines.empty()) {
+    size_t eol = lines.find("\r\n");
+    const size_t len = eol == std::string_view::npos ? lines.size() : eol + 2;
+    const std::string_view line = lines.substr(0, len);
+    lines.remove_prefix(len);
+    const std::string_view name = line.substr(0, line.find(':'));
+    const bool framing = listed(kFraming, name);
+    if (framing || !policy_drops_response_header(ex, name)) out.append(line);
+  }
 }
 
 void policy_add_response_headers(const Exchange* ex, std::string& head) {

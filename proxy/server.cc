@@ -240,7 +240,7 @@ std::vector<std::string> Server::reload() {
   std::shared_ptr<const Policies> policies;
   std::shared_ptr<const LuaRuntime> lua;
   if (r.ok()) tls = build_tls(r.config, &r.errors);
-  if (r.ok()) policies = Policies::build(r.config, &r.errors);
+  if (r.ok()) policies = Policies::build(r.config, &r.errors, rate_counters_);
   if (r.ok()) lua = LuaRuntime::build(r.config, &r.errors);
   if (r.ok() && !bind_listeners(r.config, listener_keys_, &add, &err)) r.errors.push_back(err);
   if (!r.ok()) {
@@ -286,7 +286,8 @@ int Server::run(config::Config cfg, std::string exe, std::vector<std::string> ar
   std::shared_ptr<const TlsContexts> tls = build_tls(cfg, &tls_errors);
   std::shared_ptr<const Policies> policies;
   std::shared_ptr<const LuaRuntime> lua;
-  if (tls_errors.empty()) policies = Policies::build(cfg, &tls_errors);
+  rate_counters_ = std::make_shared<LocalRateCounter>();
+  if (tls_errors.empty()) policies = Policies::build(cfg, &tls_errors, rate_counters_);
   if (tls_errors.empty()) lua = LuaRuntime::build(cfg, &tls_errors);
   if (!tls_errors.empty()) {
     for (const std::string& e : tls_errors) log_error("%s", e.c_str());

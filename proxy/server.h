@@ -15,6 +15,7 @@ namespace parapet {
 class AccessLog;
 class TlsContexts;
 class TailHub;
+class RateCounter;
 namespace cache {
 class Store;
 }
@@ -59,6 +60,9 @@ class Server {
   std::unique_ptr<AccessLog> access_log_;
   std::unique_ptr<TailHub> tail_;
   std::unique_ptr<cache::Store> cache_;  // outlives the workers (declared before them)
+  // Rate-limit counters: one store for the process, handed to every config's Policies, so
+  // counts survive reloads.
+  std::shared_ptr<RateCounter> rate_counters_;
   std::shared_ptr<const Snapshot> snap_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::string> listener_keys_;  // of snap_

@@ -1,6 +1,8 @@
 // Rules engine microbenchmarks (filters/): per-request evaluation of 10, 100 and 1,000 typical
 // rules (mixed eq, contains, matches, in-list, wildcard, any(); almost none match, as in real
-// traffic), lookups in a 1-million-CIDR IP list, and a heap-allocation count per evaluation.
+// traffic), 20 / 200 / 2,000 literal `contains` on a 1 KiB value with and without the
+// ContainsIndex, lookups in a 1-million-CIDR IP list, and a heap-allocation count per
+// evaluation.
 //
 // BM_Fixture is the per-request context reset alone: subtract it from BM_Evaluate. Each
 // evaluation arm checks the expected match count (the work ran) and that steady-state
@@ -98,17 +100,24 @@ std::string typical_rule(int i) {
     return r;
   };
   switch (i % 10) {
-    case 0: return add({"http.host eq \"site", n, ".example.com\""});
-    case 1: return add({"http.user_agent contains \"scanner-", n, "\""});
-    case 2: return add({"http.request.uri.path matches \"^/wp-admin/", n, "/.*\\\\.php$\""});
-    case 3: return add({"ip.src in $blocklist and http.request.uri.path contains \"/login", n, "\""});
-    case 4: return add({"http.request.uri.path wildcard \"/static/", n, "/*.js\""});
+    case 0:
+      return add({"http.host eq \"site", n, ".example.com\""});
+    case 1:
+      return add({"http.user_agent contains \"scanner-", n, "\""});
+    case 2:
+      return add({"http.request.uri.path matches \"^/wp-admin/", n, "/.*\\\\.php$\""});
+    case 3:
+      return add({"ip.src in $blocklist and http.request.uri.path contains \"/login", n, "\""});
+    case 4:
+      return add({"http.request.uri.path wildcard \"/static/", n, "/*.js\""});
     case 5:
       return add({"http.request.headers[\"x-api-key\"][0] eq \"key", n,
                   "\" or http.user_agent in $bad_agents"});
     case 6:
-      return add({"http.request.method in {\"PUT\" \"DELETE\"} and http.request.uri.path "
-                  "contains \"/admin", n, "\""});
+      return add(
+          {"http.request.method in {\"PUT\" \"DELETE\"} and http.request.uri.path "
+           "contains \"/admin",
+           n, "\""});
     case 7:
       if (i == 7) return "http.request.uri.path wildcard \"/products/*\" and not ssl";
       return add({"any(http.request.uri.args.names[*] eq \"debug", n, "\")"});
@@ -123,8 +132,9 @@ std::string typical_rule(int i) {
 struct Request {
   std::vector<HeaderPair> headers = {
       {"Host", "shop.example.com"},
-      {"User-Agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like "
-                     "Gecko) Chrome/120.0.0.0 Safari/537.36"},
+      {"User-Agent",
+       "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like "
+       "Gecko) Chrome/120.0.0.0 Safari/537.36"},
       {"Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"},
       {"Accept-Language", "en-US,en;q=0.9"},
       {"Accept-Encoding", "gzip, deflate, br"},
@@ -201,6 +211,72 @@ void BM_Evaluate(benchmark::State& state) {
   if (allocs != 0) state.SkipWithError("heap allocations in steady-state evaluation");
 }
 BENCHMARK(BM_Evaluate)->Arg(10)->Arg(100)->Arg(1000);
+
+// Many literal `contains` over one 1 KiB value (http.request.uri), one rule each: range(0)
+// literals, answered by the ContainsIndex (range(1) = 1, "set": one scan per request) or by
+// memmem per literal (range(1) = 0, "plain"). Exactly one literal occurs in the subject, near
+// its end; the arm checks that match (the work ran) and that nothing was allocated.
+struct ContainsRequest {
+  std::string target;
+  RequestView view;
+  RequestFieldProvider provider{&view};
+  ContainsRequest() {
+    static constexpr std::string_view kTail = "&x=needle-7-zq";  // literal 7's text
+    target = "/search/products/category-electronics/item-1234567890?q=";
+    std::mt19937 rng(11);
+    static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyz0123456789=&";
+    while (target.size() < 1024 - kTail.size()) target += kChars[rng() % 38];
+    target += kTail;
+    view.method = "GET";
+    view.target = target;
+    view.host = "shop.example.com";
+  }
+};
+
+std::string contains_literal(int i) {
+  // Signature-like literals with varied first bytes, as a WAF list has.
+  static constexpr const char* kStems[] = {"union+select", "<script",  "../..", "etc/passwd",
+                                           "cmd.exe",      "wp-login", "eval(", "needle"};
+  return std::string(kStems[i % 8]).append("-").append(num(i)).append("-zq");
+}
+
+void BM_ContainsMany(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  const bool with_set = state.range(1) != 0;
+  std::vector<RuleSource> rules;
+  for (int i = 0; i < n; ++i) {
+    rules.push_back({"c" + num(i), "http.request.uri contains \"" + contains_literal(i) + "\""});
+  }
+  CompileOptions opt;
+  opt.contains_index_min = with_set ? 8 : 0;
+  RuleSetResult rs = RuleSet::compile(rules, opt);
+  if (!rs.ok()) std::abort();
+  ContainsRequest req;
+  ExecContext ctx(&req.provider);
+  std::vector<uint32_t> matched;
+  matched.reserve(rules.size());
+  for (int i = 0; i < 3; ++i) {
+    ctx.reset(&req.provider);
+    rs.set->evaluate(ctx, matched);
+  }
+  if (matched.size() != 1 || matched[0] != 7) {
+    state.SkipWithError("unexpected matches: the subject or the literals changed meaning");
+    return;
+  }
+  uint64_t before = g_allocs.load(std::memory_order_relaxed);
+  for (auto _ : state) {
+    ctx.reset(&req.provider);
+    rs.set->evaluate(ctx, matched);
+    benchmark::DoNotOptimize(matched.data());
+  }
+  uint64_t allocs = g_allocs.load(std::memory_order_relaxed) - before;
+  state.SetLabel(with_set ? "set" : "plain");
+  state.counters["literals"] = n;
+  state.counters["allocs_per_eval"] =
+      static_cast<double>(allocs) / static_cast<double>(state.iterations());
+  if (allocs != 0) state.SkipWithError("heap allocations in steady-state evaluation");
+}
+BENCHMARK(BM_ContainsMany)->ArgsProduct({{20, 200, 2000}, {1, 0}});
 
 void BM_IpListLoad1M(benchmark::State& state) {
   for (auto _ : state) {

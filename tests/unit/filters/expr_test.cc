@@ -190,8 +190,7 @@ const Case kCases[] = {
     {R"(to_string(ip.src) eq "192.0.2.10")", true},
     {R"(to_string(ssl) eq "true")", true},
     {R"(lookup_json_string(http.request.headers["x-json"][0], "user", "name") eq "bob")", true},
-    {R"(lookup_json_string(http.request.headers["x-json"][0], "user", "roles", 1) eq "dev")",
-     true},
+    {R"(lookup_json_string(http.request.headers["x-json"][0], "user", "roles", 1) eq "dev")", true},
     {R"(lookup_json_string(http.request.headers["x-json"][0], "q") eq "a\"b")", true},
     {R"(lookup_json_string(http.request.headers["x-json"][0], "user", "age") eq "")", false},
     {R"(lookup_json_string(http.request.headers["x-json"][0], "user") eq "")", false},
@@ -233,6 +232,60 @@ TEST(ExprV6Test, Ipv6AndMappedSources) {
   EXPECT_FALSE(testing::eval("ip.src in {0.0.0.0/0 ::/0}", req));
   EXPECT_FALSE(testing::eval("ip.src ne 1.2.3.4", req));
 }
+
+// The same evaluation table approach for a request from an IPv6 client
+// (2001:db8:abcd:12::5): prefixes of every length class, ranges, lists, mixed families,
+// functions over the address, and v4-mapped v6 ranges.
+const Case kV6Cases[] = {
+    {"ip.src in {2001:db8:abcd:12::5/128}", true},
+    {"ip.src in {2001:db8:abcd:12::4/128}", false},
+    {"ip.src in {2001:db8:abcd:12::4/127}", true},
+    {"ip.src in {2001:db8:abcd:12::6/127}", false},
+    {"ip.src in {2001:db8:abcd:12::/64}", true},
+    {"ip.src in {2001:db8:abcd:13::/64}", false},
+    {"ip.src in {2001:db8:abcd::/48}", true},
+    {"ip.src in {2001:db8:abce::/48}", false},
+    {"ip.src in {2001:db8::/32}", true},
+    {"ip.src in {2000::/3}", true},
+    {"ip.src in {::/0}", true},
+    {"ip.src in {0.0.0.0/0}", false},                          // a v6 address is never in v4 space
+    {"ip.src in {192.0.2.0/24 2001:db8:abcd:12::/64}", true},  // mixed families in one set
+    {"ip.src in {192.0.2.0/24 10.0.0.0/8}", false},
+    {"ip.src in {2001:db8:abcd:12::1..2001:db8:abcd:12::9}", true},
+    {"ip.src in {2001:db8:abcd:12::6..2001:db8:abcd:12::9}", false},
+    {"ip.src in {2001:db8:abcd:12::5..2001:db8:abcd:12::5}", true},
+    {"ip.src in {2001:DB8:ABCD:12:0:0:0:5/128}", true},  // case and zero compression
+    {"ip.src in {2001:db8:abcd:12:ffff::/80}", false},
+    {"ip.src eq 2001:db8:abcd:12::5", true},
+    {"ip.src ne 2001:db8:abcd:12::5", false},
+    {"ip.src ne 2001:db8:abcd:12::6", true},
+    {"ip.src eq 192.0.2.10", false},
+    {"ip.src ne 192.0.2.10", true},
+    {"ip.src in $office", true},  // the list holds 2001:db8::/32
+    {"not ip.src in $office", false},
+    {"ip.src in {::ffff:0:0/96}", false},  // the v4-mapped range holds v4 clients only
+    {R"(to_string(ip.src) eq "2001:db8:abcd:12::5")", true},
+    {R"(starts_with(to_string(ip.src), "2001:db8:"))", true},
+    {"cidr(ip.src, 24, 64) eq 2001:db8:abcd:12::", true},
+    {"cidr(ip.src, 24, 48) eq 2001:db8:abcd::", true},
+    {"cidr(ip.src, 24, 48) eq 2001:db8:abcd:12::", false},
+    {"cidr(ip.src, 24, 128) eq 2001:db8:abcd:12::5", true},
+    {"cidr(ip.src, 8, 3) eq 2000::", true},
+    {"cidr(ip.src, 8, 1) eq ::", true},  // 0x2001 starts with a 0 bit
+    {R"(ip.src in {2001:db8:abcd:12::/64} and http.host eq "www.example.com")", true},
+    {R"(ip.src in {2001:db8:abcd:12::/64} xor ssl)", false},
+};
+
+class ExprV6TableTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ExprV6TableTest, Evaluates) {
+  TestRequest req;
+  ASSERT_TRUE(IpAddr::parse("2001:db8:abcd:12::5", &req.view.src));
+  ASSERT_FALSE(req.view.src.v4);
+  EXPECT_EQ(testing::eval(GetParam().expr, req), GetParam().want) << GetParam().expr;
+}
+
+INSTANTIATE_TEST_SUITE_P(ExprV6, ExprV6TableTest, ::testing::ValuesIn(kV6Cases));
 
 TEST(ExprResponseTest, ResponseFields) {
   TestRequest req;
