@@ -826,6 +826,9 @@ uint32_t LuaTenant::consecutive_failures() const { return sb_->consecutive_failu
 uint64_t LuaTenant::total_runs() const { return sb_->total_runs; }
 uint64_t LuaTenant::total_failures() const { return sb_->total_failures; }
 size_t LuaTenant::memory_used() const { return sb_->mem_used; }
+void LuaTenant::collect_garbage() {
+  if (sb_->run == nullptr) lua_gc(sb_->L, LUA_GCCOLLECT, 0);
+}
 const LuaScript& LuaTenant::script() const { return *sb_->script; }
 const std::string& LuaTenant::tenant() const { return sb_->tenant; }
 

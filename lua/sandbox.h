@@ -262,6 +262,9 @@ class LuaTenant {
   uint64_t total_runs() const;
   uint64_t total_failures() const;
   size_t memory_used() const;  // bytes currently allocated by the state
+  // A full collection now (between runs). Garbage otherwise waits for the GC pause (see
+  // LuaLimits::gc_garbage_bytes).
+  void collect_garbage();
   const LuaScript& script() const;
   const std::string& tenant() const;
 

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -207,6 +208,41 @@ TEST_F(LuaSandboxTest, MemoryBombsAreOutOfMemory) {
   run_hostile("local t = {} for i = 1, 1e9 do t[i] = {i} end", RunStatus::OutOfMemory,
               "many small tables");
   expect_bystander_fine(1);
+}
+
+// The GC pause follows the heap (LuaLimits::gc_garbage_bytes): garbage is bounded far from the
+// cap, and a tenant whose live data sits near the cap churns without failing spuriously.
+TEST_F(LuaSandboxTest, GarbageIsBoundedAndChurnNearTheCapDoesNotFail) {
+  h.limits.cpu_time = std::chrono::seconds(2);
+  h.limits.memory_bytes = 16u << 20;
+  auto small = h.access(R"lua(
+    local t = {} for i = 1, 20 do t[i] = {i, tostring(i)} end
+    return ngx.exit(200))lua");
+  ASSERT_NE(small, nullptr);
+  size_t peak = 0;
+  for (int i = 0; i < 5000; ++i) {
+    ASSERT_TRUE(small->run(Phase::Access, req).ok());
+    peak = std::max(peak, small->memory_used());
+  }
+  small->collect_garbage();
+  // At most about gc_garbage_bytes of garbage (plus what one incremental cycle adds).
+  EXPECT_LT(peak, small->memory_used() + 2 * h.limits.gc_garbage_bytes);
+
+  // 10 MiB of live data under a 16 MiB cap, and 256 KiB of garbage per run.
+  auto big = h.access(R"lua(
+    if not keep then
+      keep = {}
+      for i = 1, 160 do keep[i] = string.rep(string.char(65 + i % 26), 64 * 1024 - 32) end
+    end
+    local junk = {}
+    for i = 1, 64 do junk[i] = string.rep(tostring(i), 4096 / #tostring(i)) end
+    return ngx.exit(200))lua");
+  ASSERT_NE(big, nullptr);
+  for (int i = 0; i < 300; ++i) {
+    RunResult r = big->run(Phase::Access, req);
+    ASSERT_TRUE(r.ok()) << "run " << i << ": " << r.error;
+  }
+  EXPECT_LT(big->memory_used(), h.limits.memory_bytes);
 }
 
 TEST_F(LuaSandboxTest, MemoryIsReclaimedAfterOutOfMemory) {
