@@ -350,6 +350,10 @@ SSL_CTX* TlsContexts::server_ctx(const config::Tenant& tenant, const config::Lis
   }
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
   SSL_CTX_set_dh_auto(ctx, 1);  // the DHE-RSA suites of the intermediate profile (ffdhe2048)
+  // The chain sent is the one in the certificate file. Without this OpenSSL builds a chain
+  // from the context's trust store on every handshake (an X509_STORE_CTX and a verification
+  // per connection), and with client_ca that store holds the client CAs, not ours.
+  SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
   // Resumption by stateless tickets only (keys shared by all workers, rotated): no
   // per-process session cache, so a handshake adds no state on the server.
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);

@@ -495,6 +495,16 @@ class MutualTls(ParapetCase):
             self.assertError(roundtrip(s, "other.example"), 403, "tls.client_cert_required")
         self.assertEqual(len(origin.requests), 2)
 
+    def test_the_chain_sent_is_the_certificate_file(self):
+        # client_ca is the CA that also signed the server's certificate: OpenSSL's automatic
+        # chain building would take it from the client-CA store and send it along.
+        origin, port = self.start_mtls("status")
+        out = subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "demo.local",
+             "-showcerts"], stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+        text = out.stdout.decode(errors="replace")
+        self.assertEqual(text.count("-----BEGIN CERTIFICATE-----"), 1, text)
+
     def test_tls12_session_resumes_on_an_mtls_tenant(self):
         origin, port = self.start_mtls("handshake")
         ctx = self.with_cert("client")
