@@ -73,8 +73,8 @@ build/parapet --check -c "$work/p-lua.yaml" >/dev/null
 nginx -t -q -c "$work/n-lua.conf"
 start() {  # $1: variant -> prints the pid to measure
   case $1 in
-    parapet-*) taskset -c 1 build/parapet -c "$work/p-${1#parapet-}.yaml" 2>/dev/null & echo $! ;;
-    nginx-*) taskset -c 1 nginx -c "$work/n-${1#nginx-}.conf" -g "daemon off;" 2>/dev/null & echo $! ;;
+    parapet-*) taskset -c 1 build/parapet -c "$work/p-${1#parapet-}.yaml" >/dev/null 2>&1 & echo $! ;;
+    nginx-*) taskset -c 1 nginx -c "$work/n-${1#nginx-}.conf" -g "daemon off;" >/dev/null 2>&1 & echo $! ;;
   esac
 }
 hz=$(getconf CLK_TCK)
@@ -86,11 +86,11 @@ for rep in $(seq "$REPS"); do
     sleep 0.7
     code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: localhost' -A bench http://127.0.0.1:19502/1k)
     [ "$code" = 200 ] || { echo "$v answered $code" >&2; exit 1; }
-    taskset -c 0 wrk -t1 -c64 -d1s -H 'Host: localhost' http://127.0.0.1:19502/1k >/dev/null
+    taskset -c 0 wrk -t1 -c64 -d1s -H 'Host: localhost' -H 'User-Agent: wrk' http://127.0.0.1:19502/1k >/dev/null
     # nginx: the worker is the master's child; count the whole tree.
     cpu() { local t=0 p; for p in $1 $(pgrep -P "$1"); do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
     t0=$(cpu "$pid")
-    out=$(taskset -c 0 wrk -t1 -c64 -d"${DURATION}s" -H 'Host: localhost' http://127.0.0.1:19502/1k)
+    out=$(taskset -c 0 wrk -t1 -c64 -d"${DURATION}s" -H 'Host: localhost' -H 'User-Agent: wrk' http://127.0.0.1:19502/1k)
     t1=$(cpu "$pid")
     kill "$pid"; wait "$pid" 2>/dev/null || true
     n=$(awk '/requests in/{print $1}' <<<"$out")
