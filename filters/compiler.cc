@@ -76,6 +76,10 @@ class FieldNode : public Node {
  public:
   explicit FieldNode(Field f) : f_(f) {}
   Val eval(ExecContext& ctx) const override { return ctx.field(f_); }
+  bool field_of(Field* f) const override {
+    *f = f_;
+    return true;
+  }
 
  private:
   Field f_;
@@ -113,6 +117,12 @@ class MapKeyNode : public Node {
     r.arr = {out.data(), out.size()};
     return r;
   }
+  // m["key"] straight over a map field: that field and key.
+  bool field_key(Field* f, std::string* key) const {
+    if (!base_->field_of(f)) return false;
+    *key = key_;
+    return true;
+  }
 
  private:
   NodePtr base_;
@@ -148,6 +158,7 @@ class AnyAllNode : public Predicate {
     }
     return all_;
   }
+  bool guard(Guard* g) const override;
 
  private:
   NodePtr source_;
@@ -164,6 +175,20 @@ class AndNode : public Predicate {
       if (!n->test(ctx)) return false;
     }
     return true;
+  }
+  // Every conjunct is necessary: the one that rules out most cheaply (an equality can be
+  // indexed, a prefix is tested in place, a contains scans).
+  bool guard(Guard* g) const override {
+    bool found = false;
+    for (const NodePtr& n : k_) {
+      Guard c;
+      if (!n->guard(&c)) continue;
+      if (!found || c.kind < g->kind) {  // Eq < Prefix < Contains
+        *g = std::move(c);
+        found = true;
+      }
+    }
+    return found;
   }
 
  private:
@@ -211,12 +236,37 @@ class StrCmpNode : public Predicate {
     Val v = l_->eval(ctx);
     return v.k == Val::K::Str && compare<std::string_view>(op_, v.s, lit_);
   }
+  bool guard(Guard* g) const override {
+    if (op_ != Op::Eq || !l_->field_of(&g->field)) return false;
+    g->kind = Guard::Kind::Eq;
+    g->values = {lit_};
+    return true;
+  }
+  // `x[*] eq "lit"`: the literal (for the guard of an enclosing any()/all()).
+  const std::string* eq_iter_literal() const {
+    return op_ == Op::Eq && dynamic_cast<const IterNode*>(l_.get()) != nullptr ? &lit_ : nullptr;
+  }
 
  private:
   NodePtr l_;
   Op op_;
   std::string lit_;
 };
+
+// any(m["key"][*] eq "lit"), any(array[*] eq "lit") and all(...): some value must equal the
+// literal (all() over no values is false too).
+bool AnyAllNode::guard(Guard* g) const {
+  const auto* cmp = dynamic_cast<const StrCmpNode*>(body_.get());
+  const std::string* lit = cmp != nullptr ? cmp->eq_iter_literal() : nullptr;
+  if (lit == nullptr) return false;
+  const auto* key = dynamic_cast<const MapKeyNode*>(source_.get());
+  // m["key"][*] (the entries with that key), or an array field's elements.
+  if (key != nullptr ? !key->field_key(&g->field, &g->key) : !source_->field_of(&g->field))
+    return false;
+  g->kind = Guard::Kind::Eq;
+  g->values = {*lit};
+  return true;
+}
 
 class ContainsNode : public Predicate {
  public:
@@ -234,6 +284,15 @@ class ContainsNode : public Predicate {
     if (v.s.size() < lit_.size()) return false;  // also keeps a null data() away from memmem
     return memmem(v.s.data(), v.s.size(), lit_.data(), lit_.size()) != nullptr;
   }
+  // The conjunct guard of an `and` (prefilter.h). A rule that is only a contains gets no
+  // guard (Filter::guard): the ContainsIndex answers all of those in one scan already.
+  bool guard(Guard* g) const override {
+    if (lit_.empty() || !l_->field_of(&g->field)) return false;
+    g->kind = Guard::Kind::Contains;
+    g->values = {lit_};
+    return true;
+  }
+  bool bare_contains() const override { return true; }
 
  private:
   NodePtr l_;
@@ -249,6 +308,18 @@ class RegexNode : public Predicate {
     return v.k == Val::K::Str &&
            re2::RE2::PartialMatch(re2::StringPiece(v.s.data(), v.s.size()), *re_);
   }
+  // RE2 bounds every string the regex matches in full between min and max; all of those start
+  // with the common prefix of min and max, so a subject it partially matches contains it.
+  bool guard(Guard* g) const override {
+    std::string lo, hi;
+    if (!re_->PossibleMatchRange(&lo, &hi, 16)) return false;
+    size_t n = 0;
+    while (n < lo.size() && n < hi.size() && lo[n] == hi[n]) ++n;
+    if (n == 0 || !l_->field_of(&g->field)) return false;
+    g->kind = Guard::Kind::Contains;
+    g->values = {lo.substr(0, n)};
+    return true;
+  }
 
  private:
   NodePtr l_;
@@ -261,6 +332,14 @@ class WildcardNode : public Predicate {
   bool test(ExecContext& ctx) const override {
     Val v = l_->eval(ctx);
     return v.k == Val::K::Str && w_.match(v.s, nullptr);
+  }
+  // The whole subject matches: it starts with the piece before the first star.
+  bool guard(Guard* g) const override {
+    if (w_.pieces.empty() || w_.pieces[0].empty() || !l_->field_of(&g->field)) return false;
+    g->kind = Guard::Kind::Prefix;
+    g->values = {w_.pieces[0]};
+    g->nocase = !w_.case_sensitive;
+    return true;
   }
 
  private:
@@ -277,6 +356,12 @@ class StrSetNode : public Predicate {
     auto it = std::lower_bound(set_.begin(), set_.end(), v.s,
                                [](const std::string& a, std::string_view b) { return a < b; });
     return it != set_.end() && *it == v.s;
+  }
+  bool guard(Guard* g) const override {
+    if (set_.empty() || !l_->field_of(&g->field)) return false;
+    g->kind = Guard::Kind::Eq;
+    g->values = set_;
+    return true;
   }
 
  private:
@@ -1029,6 +1114,8 @@ std::string CompileError::to_string() const {
 Filter::Filter(std::unique_ptr<detail::Program> p) : p_(std::move(p)) {}
 Filter::~Filter() = default;
 
+const Guard& Filter::guard() const { return p_->guard; }
+
 bool Filter::matches(ExecContext& ctx, const ContainsBinding* contains) const {
   ctx.prepare(p_->strings, p_->arrays, p_->iters);
   ctx.set_contains_binding(contains);
@@ -1054,7 +1141,9 @@ bool ValueExpr::eval(ExecContext& ctx, std::string& out) const {
 Compiled<Filter> compile_filter(std::string_view expr, const CompileOptions& opt) {
   Compiled<Filter> r;
   auto prog = detail::run(expr, opt, &r.error, [](detail::Parser& p) { return p.filter(); });
-  if (prog) r.value = FilterAccess::filter(std::move(prog));
+  if (!prog) return r;
+  if (prog->root->bare_contains() || !prog->root->guard(&prog->guard)) prog->guard = Guard{};
+  r.value = FilterAccess::filter(std::move(prog));
   return r;
 }
 
@@ -1085,12 +1174,26 @@ RuleSetResult RuleSet::compile(std::span<const RuleSource> rules, const CompileO
     copt.min_literals = opt.contains_index_min;
     set->contains_ = ContainsIndex::build(filters, copt);
   }
+  std::vector<const Filter*> filters;
+  for (const auto& f : set->filters_) filters.push_back(f.get());
+  std::unique_ptr<bool[]> always(new bool[filters.size() + 1]());  // no rule is special here
+  set->prefilter_ = std::make_shared<const Prefilter>(
+      filters, std::span<const bool>(always.get(), filters.size()));
   r.set = std::move(set);
   return r;
 }
 
+const std::vector<uint64_t>& RuleSet::candidates(ExecContext& ctx) const {
+  bool fresh = false;
+  std::vector<uint64_t>& bits = ctx.candidate_bits(this, &fresh);
+  if (!fresh) prefilter_->candidates(ctx, bits);
+  return bits;
+}
+
 size_t RuleSet::next_match(ExecContext& ctx, size_t from) const {
+  const std::vector<uint64_t>& bits = candidates(ctx);
   for (size_t i = from; i < filters_.size(); ++i) {
+    if (!Prefilter::has(bits, i)) continue;
     if (filters_[i]->matches(ctx, contains_ ? contains_->binding(i) : nullptr)) return i;
   }
   return npos;
@@ -1098,7 +1201,9 @@ size_t RuleSet::next_match(ExecContext& ctx, size_t from) const {
 
 void RuleSet::evaluate(ExecContext& ctx, std::vector<uint32_t>& matched) const {
   matched.clear();
+  const std::vector<uint64_t>& bits = candidates(ctx);
   for (size_t i = 0; i < filters_.size(); ++i) {
+    if (!Prefilter::has(bits, i)) continue;
     if (filters_[i]->matches(ctx, contains_ ? contains_->binding(i) : nullptr)) {
       matched.push_back(static_cast<uint32_t>(i));
     }

@@ -182,6 +182,14 @@ class ExecContext {
   const ContainsBinding* contains_binding() const { return binding_; }
   void set_contains_binding(const ContainsBinding* b) { binding_ = b; }
   detail::ContainsState& contains_state() { return contains_; }
+  // Candidate bits of the prefilter `owner` for this request (RuleSet): recomputed when the
+  // owner or the request changed.
+  std::vector<uint64_t>& candidate_bits(const void* owner, bool* fresh) {
+    *fresh = bits_owner_ == owner && bits_generation_ == generation_;
+    bits_owner_ = owner;
+    bits_generation_ = generation_;
+    return bits_;
+  }
   // Changes at every reset(): per-request results are valid while it stays the same.
   uint64_t generation() const { return generation_; }
 
@@ -196,6 +204,9 @@ class ExecContext {
   std::vector<detail::Val> iters_;
   const ContainsBinding* binding_ = nullptr;
   detail::ContainsState contains_;
+  std::vector<uint64_t> bits_;
+  const void* bits_owner_ = nullptr;
+  uint64_t bits_generation_ = ~uint64_t{0};
   uint64_t generation_ = 1;
 };
 

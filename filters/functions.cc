@@ -83,6 +83,7 @@ class LiteralNode : public Node {
         return Val();
     }
   }
+  const std::string* literal() const override { return type_ == Type::String ? &str_ : nullptr; }
 
  private:
   Type type_;
@@ -381,6 +382,15 @@ class FuncNode : public Node {
   std::vector<JsonStep> steps;
 
   Val eval(ExecContext& ctx) const override;
+  // starts_with(field, "lit"): the field starts with the literal.
+  bool guard(Guard* g) const override {
+    if (fn != Fn::StartsWith || !args[0]->field_of(&g->field)) return false;
+    const std::string* prefix = args[1]->literal();
+    if (prefix == nullptr || prefix->empty()) return false;
+    g->kind = Guard::Kind::Prefix;
+    g->values = {*prefix};
+    return true;
+  }
 };
 
 Val FuncNode::eval(ExecContext& ctx) const {

@@ -9,6 +9,7 @@
 
 #include "filters/context.h"
 #include "filters/ip_list.h"
+#include "filters/prefilter.h"
 #include "filters/rules.h"
 #include "filters/scheme.h"
 
@@ -33,6 +34,15 @@ class Node {
     Val v = eval(ctx);
     return v.k == Val::K::Bool && v.b;
   }
+  // Introspection for guards (prefilter.h), at compile time only.
+  // The field a FieldNode reads.
+  virtual bool field_of(Field*) const { return false; }
+  // A String literal's value.
+  virtual const std::string* literal() const { return nullptr; }
+  // A necessary condition for test() to be true, when this node has a cheap one.
+  virtual bool guard(Guard*) const { return false; }
+  // A `contains` comparison (its guard is not worth testing on its own).
+  virtual bool bare_contains() const { return false; }
 };
 using NodePtr = std::unique_ptr<Node>;
 
@@ -56,6 +66,7 @@ struct Program {
   uint32_t iters = 0;    // nesting of any()/all()
   // Every `contains`, in source order (ContainsNode knows its index).
   std::vector<ContainsSite> contains;
+  Guard guard;  // Kind::None: no cheap necessary condition
 };
 
 // What the compiler tracks while building one program.

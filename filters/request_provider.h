@@ -21,8 +21,8 @@ using HeaderPair = std::pair<std::string_view, std::string_view>;
 
 struct RequestView {
   std::string_view method = "GET";
-  std::string_view target = "/";       // request-target as received: path and query
-  std::string_view host;               // Host header (or authority), as received
+  std::string_view target = "/";  // request-target as received: path and query
+  std::string_view host;          // Host header (or authority), as received
   std::string_view version = "HTTP/1.1";
   std::span<const HeaderPair> headers;  // names in any case; order kept
   IpAddr src;

@@ -30,6 +30,7 @@
 #include "filters/contains_index.h"
 #include "filters/context.h"
 #include "filters/ip_list.h"
+#include "filters/prefilter.h"
 #include "filters/scheme.h"
 
 namespace parapet::filters {
@@ -68,6 +69,9 @@ class Filter {
   // True when the expression holds for the request behind `ctx`. `contains` is this filter's
   // binding in a ContainsIndex (contains_index.h), or null: the result is the same either way.
   bool matches(ExecContext& ctx, const ContainsBinding* contains = nullptr) const;
+  // A cheap necessary condition of the expression (Kind::None when it has none): the
+  // Prefilter (prefilter.h) skips the filter when it fails.
+  const Guard& guard() const;
 
  private:
   friend struct FilterAccess;
@@ -140,7 +144,11 @@ class RuleSet {
  private:
   std::vector<std::string> ids_;
   std::vector<std::shared_ptr<const Filter>> filters_;
+  // The prefilter's candidates for the request behind ctx (computed once per request).
+  const std::vector<uint64_t>& candidates(ExecContext& ctx) const;
+
   std::shared_ptr<const ContainsIndex> contains_;  // null when contains_index_min is 0
+  std::shared_ptr<const Prefilter> prefilter_;
 };
 
 }  // namespace parapet::filters

@@ -77,8 +77,8 @@ struct IpAddr {
   // Accepts dotted quads and RFC 4291 text; no brackets, no zone ids.
   static bool parse(std::string_view text, IpAddr* out);
   static IpAddr from_v4(uint32_t host_order);
-  uint32_t v4_value() const;            // host order; v4 only
-  unsigned __int128 v6_value() const;   // v6 only
+  uint32_t v4_value() const;           // host order; v4 only
+  unsigned __int128 v6_value() const;  // v6 only
   std::string to_string() const;
   bool operator==(const IpAddr& o) const { return v4 == o.v4 && bytes == o.bytes; }
 };

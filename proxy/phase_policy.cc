@@ -27,8 +27,19 @@ struct Evaluator {
   filters::RequestFieldProvider provider{&view};
   filters::ExecContext ctx{&provider};
   std::vector<filters::HeaderPair> headers, resp_headers;
+  std::vector<uint64_t> candidates;  // Prefilter bits of the phase being evaluated
 };
 thread_local Evaluator t_eval;
+
+// The rules of a phase that can match (every rule when the phase has no prefilter).
+void candidates(const filters::Prefilter* pf, size_t n, filters::ExecContext& ctx,
+                std::vector<uint64_t>& bits) {
+  if (pf != nullptr) {
+    pf->candidates(ctx, bits);
+  } else {
+    bits.assign((n + 63) / 64, ~uint64_t{0});
+  }
+}
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -370,9 +381,13 @@ Flow phase_policy(Exchange* ex) {
   ex->policy_active = true;
   if (tr.request.empty()) return Flow::Continue;
   fill_request_view(ex);
+  candidates(tr.request_prefilter.get(), tr.request.size(), t_eval.ctx, t_eval.candidates);
   bool stop = false;
-  for (const CompiledRule& r : tr.request) {
+  for (size_t i = 0; i < tr.request.size(); ++i) {
     if (stop) break;
+    // A rule whose guard rules it out cannot match: its filter is not evaluated.
+    if (!filters::Prefilter::has(t_eval.candidates, i)) continue;
+    const CompiledRule& r = tr.request[i];
     if (!p.skipped.empty() && skipped(p, &r)) continue;
     if (!r.filter->matches(t_eval.ctx, r.contains)) {
       // A rate limit's counting expression counts requests its rule does not act on (e.g.
@@ -401,7 +416,10 @@ void run_response_rules(Exchange* ex, uint16_t status) {
   fill_request_view(ex);
   e.view.response_code = status;
   e.view.response_headers = e.resp_headers;
-  for (const CompiledRule& r : tr.response) {
+  candidates(tr.response_prefilter.get(), tr.response.size(), e.ctx, e.candidates);
+  for (size_t i = 0; i < tr.response.size(); ++i) {
+    if (!filters::Prefilter::has(e.candidates, i)) continue;
+    const CompiledRule& r = tr.response[i];
     if (!p.skipped.empty() && skipped(p, &r)) continue;
     if (!r.filter->matches(e.ctx, r.contains)) continue;
     r.matches->fetch_add(1, std::memory_order_relaxed);

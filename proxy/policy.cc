@@ -151,6 +151,19 @@ std::shared_ptr<const filters::ContainsIndex> index_contains(std::vector<Compile
   return index;
 }
 
+// Which of one phase's rules can match a request (filters/prefilter.h). A rate limit with a
+// counting expression is always visited: it counts requests its own expression does not match.
+std::shared_ptr<const filters::Prefilter> prefilter(const std::vector<CompiledRule>& rules) {
+  std::vector<const filters::Filter*> filters;
+  std::unique_ptr<bool[]> always(new bool[rules.size() + 1]);
+  for (size_t i = 0; i < rules.size(); ++i) {
+    filters.push_back(rules[i].filter.get());
+    always[i] = rules[i].counting != nullptr;
+  }
+  return std::make_shared<const filters::Prefilter>(
+      filters, std::span<const bool>(always.get(), rules.size()));
+}
+
 }  // namespace
 
 std::shared_ptr<const Policies> Policies::build(const config::Config& cfg,
@@ -234,6 +247,8 @@ std::shared_ptr<const Policies> Policies::build(const config::Config& cfg,
     }
     tr.request_contains = index_contains(tr.request);
     tr.response_contains = index_contains(tr.response);
+    tr.request_prefilter = prefilter(tr.request);
+    tr.response_prefilter = prefilter(tr.response);
   }
   if (errors->size() != before) return nullptr;
   return out;

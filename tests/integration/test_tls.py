@@ -325,6 +325,7 @@ class HandshakeFailures(ParapetCase):
         origin = self.start_origin()
         self.start_parapet(tls_config(origin, timeouts={"client_header": "1s"}))
         port = self.parapet.port("https")
+        rss_before = self.parapet.rss_kib()
         # Garbage: a plain HTTP request, then a large blob of random bytes.
         for junk in (b"GET / HTTP/1.1\r\nHost: demo.local\r\n\r\n", os.urandom(256 * 1024)):
             raw = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -361,8 +362,9 @@ class HandshakeFailures(ParapetCase):
         self.assertEqual(m['parapet_tls_handshakes_total{resumed="false"}'], 1, m)
         self.assertEqual(m['parapet_tls_handshakes_total{resumed="true"}'], 1, m)
         self.assertEqual(origin.requests and len(origin.requests), 2)
-        # The server's memory did not grow with the garbage (one connection at a time, closed).
-        self.assertLess(self.parapet.rss_kib(), 64 * 1024)
+        # The garbage cost no lasting memory (bounded per connection, freed when it closed):
+        # far less than the 256 KiB blob's worth many times over (sanitizer builds included).
+        self.assertLess(self.parapet.rss_kib() - rss_before, 16 * 1024)
 
     def client_hello(self) -> bytes:
         """A real ClientHello, captured from Python's ssl over a memory BIO."""
