@@ -15,27 +15,10 @@ script=$PWD/bench/lua/edge_access.lua
 work=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
-gcc -O2 -o "$work/epoll_http" "$shared/bench/limit/epoll_http.c"
-taskset -c 0 "$work/epoll_http" -p 19501 >/dev/null 2>&1 &
-pids+=($!)
-parapet_conf() {  # $1: the tenant's lua line, or nothing
-  cat <<YAML
-workers: 1
-listeners:
-  - {name: http, address: "127.0.0.1:19502"}
-timeouts: {keepalive: 300s}
-tenants:
-  - name: bench
-    hosts: [localhost]
-    ${1:-}
-    origins:
-      - name: origin
-        servers: ["127.0.0.1:19501"]
-        keepalive: {max_idle: 128, idle_timeout: 300s}
-    routes:
-      - {path: /, origin: origin}
-YAML
-}
+ORIGIN_PORT=19501 PROXY_PORT=19502
+source bench/lib.sh
+start_origin
+pids+=("$origin_pid")
 nginx_conf() {  # $1: the location's access line, or nothing
   cat <<CONF
 load_module /usr/lib/nginx/modules/ndk_http_module.so;

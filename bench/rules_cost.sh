@@ -12,26 +12,9 @@ shared=${PARAPET_SHARED:-../shared}
 N=${1:-100} REPS=${REPS:-3} DURATION=${DURATION:-8}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-gcc -O2 -o "$work/epoll_http" "$shared/bench/limit/epoll_http.c"
-taskset -c 0 "$work/epoll_http" -p 19401 >/dev/null 2>&1 &
-base() {  # $1: the tenant's policies line, or nothing
-  cat <<YAML
-workers: 1
-listeners:
-  - {name: http, address: "127.0.0.1:19402"}
-timeouts: {keepalive: 300s}
-tenants:
-  - name: bench
-    hosts: [localhost]
-    ${1:-}
-    origins:
-      - name: origin
-        servers: ["127.0.0.1:19401"]
-        keepalive: {max_idle: 128, idle_timeout: 300s}
-    routes:
-      - {path: /, origin: origin}
-YAML
-}
+ORIGIN_PORT=19401 PROXY_PORT=19402
+source bench/lib.sh
+start_origin
 rules() {  # a shared policy of $N rules attached to the tenant
   python3 - "$N" "$work" <<'PY'
 import sys, random
@@ -59,8 +42,8 @@ for i in range(n):
     print(f"      - id: r{i}\n        expression: '{expr}'\n        action: block")
 PY
 }
-base > "$work/none.yaml"
-{ rules; base "policies: [bench]"; } > "$work/rules.yaml"
+parapet_conf > "$work/none.yaml"
+{ rules; parapet_conf "policies: [bench]"; } > "$work/rules.yaml"
 build/parapet --check -c "$work/rules.yaml" >/dev/null
 variants=("none $work/none.yaml" "rules$N $work/rules.yaml")
 for rep in $(seq "$REPS"); do

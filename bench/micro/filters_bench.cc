@@ -21,32 +21,12 @@
 
 #include "filters/request_provider.h"
 #include "filters/rules.h"
+#include "tests/alloc/counting_new.h"
 
 // Every heap allocation in the process goes through these, so counting here proves the
 // evaluation path is allocation-free.
-namespace {
-std::atomic<uint64_t> g_allocs{0};
-}  // namespace
-
-// The replacements pair malloc with free by design; GCC cannot see that through inlining.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 // GCC 12 at -O3 reports a false -Wrestrict inside std::string (GCC bug 105329) here.
 #pragma GCC diagnostic ignored "-Wrestrict"
-void* operator new(size_t n) {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](size_t n) { return operator new(n); }
-void* operator new(size_t n, const std::nothrow_t&) noexcept {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  return std::malloc(n ? n : 1);
-}
-void* operator new[](size_t n, const std::nothrow_t& t) noexcept { return operator new(n, t); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -198,13 +178,13 @@ void BM_Evaluate(benchmark::State& state) {
     state.SkipWithError("unexpected matches: the benchmark request changed meaning");
     return;
   }
-  uint64_t before = g_allocs.load(std::memory_order_relaxed);
+  uint64_t before = parapet::testing::allocation_count();
   for (auto _ : state) {
     ctx.reset(&req.provider);
     set->evaluate(ctx, matched);
     benchmark::DoNotOptimize(matched.data());
   }
-  uint64_t allocs = g_allocs.load(std::memory_order_relaxed) - before;
+  uint64_t allocs = parapet::testing::allocation_count() - before;
   state.counters["rules"] = n;
   state.counters["allocs_per_eval"] =
       static_cast<double>(allocs) / static_cast<double>(state.iterations());
@@ -263,13 +243,13 @@ void BM_ContainsMany(benchmark::State& state) {
     state.SkipWithError("unexpected matches: the subject or the literals changed meaning");
     return;
   }
-  uint64_t before = g_allocs.load(std::memory_order_relaxed);
+  uint64_t before = parapet::testing::allocation_count();
   for (auto _ : state) {
     ctx.reset(&req.provider);
     rs.set->evaluate(ctx, matched);
     benchmark::DoNotOptimize(matched.data());
   }
-  uint64_t allocs = g_allocs.load(std::memory_order_relaxed) - before;
+  uint64_t allocs = parapet::testing::allocation_count() - before;
   state.SetLabel(with_set ? "set" : "plain");
   state.counters["literals"] = n;
   state.counters["allocs_per_eval"] =
@@ -293,11 +273,11 @@ void BM_IpListLookup1M(benchmark::State& state) {
   std::mt19937 rng(7);
   for (int i = 0; i < 4096; ++i) probes.push_back(IpAddr::from_v4(rng()));
   size_t hits = 0, i = 0;
-  uint64_t before = g_allocs.load(std::memory_order_relaxed);
+  uint64_t before = parapet::testing::allocation_count();
   for (auto _ : state) {
     hits += list->contains(probes[i++ & 4095]);
   }
-  uint64_t allocs = g_allocs.load(std::memory_order_relaxed) - before;
+  uint64_t allocs = parapet::testing::allocation_count() - before;
   benchmark::DoNotOptimize(hits);
   state.counters["hit_ratio"] = static_cast<double>(hits) / static_cast<double>(state.iterations());
   state.counters["allocs"] = static_cast<double>(allocs);

@@ -16,28 +16,7 @@
 
 #include "filters/request_provider.h"
 #include "filters/rules.h"
-
-namespace {
-std::atomic<uint64_t> g_allocs{0};
-}  // namespace
-
-// The replacements pair malloc with free by design; GCC cannot see that through inlining.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void* operator new(size_t n) {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](size_t n) { return operator new(n); }
-void* operator new(size_t n, const std::nothrow_t&) noexcept {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  return std::malloc(n ? n : 1);
-}
-void* operator new[](size_t n, const std::nothrow_t& t) noexcept { return operator new(n, t); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
+#include "tests/alloc/counting_new.h"
 
 namespace parapet::filters {
 namespace {
@@ -93,9 +72,9 @@ struct Request {
 };
 
 TEST(FiltersAllocTest, TheCounterSeesAllocations) {
-  const uint64_t before = g_allocs.load();
+  const uint64_t before = parapet::testing::allocation_count();
   auto p = std::make_unique<std::string>(100, 'x');
-  EXPECT_GT(g_allocs.load(), before);
+  EXPECT_GT(parapet::testing::allocation_count(), before);
 }
 
 TEST(FiltersAllocTest, HundredTypicalRulesEvaluateWithoutHeapAllocation) {
@@ -127,12 +106,12 @@ TEST(FiltersAllocTest, HundredTypicalRulesEvaluateWithoutHeapAllocation) {
     // The rules ran: the cookie rules (every 10th from 9) match, nothing else.
     ASSERT_EQ(matched.size(), 10u);
     EXPECT_EQ(matched[0], 9u);
-    const uint64_t before = g_allocs.load();
+    const uint64_t before = parapet::testing::allocation_count();
     for (int i = 0; i < 1000; ++i) {
       ctx.reset(&req.provider);
       rs.set->evaluate(ctx, matched);
     }
-    EXPECT_EQ(g_allocs.load() - before, 0u) << "contains_index_min " << min;
+    EXPECT_EQ(parapet::testing::allocation_count() - before, 0u) << "contains_index_min " << min;
     EXPECT_EQ(matched.size(), 10u);
   }
 }
