@@ -136,7 +136,9 @@ TEST(PrefilterTest, RandomizedRequestsNeverLoseAMatch) {
     req.view.method = method;
     std::string target = path + (query.empty() ? "" : "?" + query);
     req.view.target = target;
-    std::vector<HeaderPair> headers = {{"Host", host}, {"Cookie", pick({"a=1", "session=evil"})}};
+    // HeaderPair holds views: every value lives in a named string until the round ends.
+    std::string cookie = pick({"a=1", "session=evil"});
+    std::vector<HeaderPair> headers = {{"Host", host}, {"Cookie", cookie}};
     if (!ua.empty()) headers.push_back({"User-Agent", ua});
     if (!debug.empty()) headers.push_back({"X-Debug", debug});
     if (rng() % 4 == 0) headers.push_back({"X-Debug", "1"});
