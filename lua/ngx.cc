@@ -43,9 +43,13 @@ std::string_view check_sv(lua_State* L, int idx) {
 
 void push_sv(lua_State* L, std::string_view s) { lua_pushlstring(L, s.data(), s.size()); }
 
-// A run-bound handle: valid only during the run that created it.
-RunCtx* check_handle(lua_State* L, int idx, const char* meta, const char* what) {
-  auto* h = static_cast<Handle*>(luaL_checkudata(L, idx, meta));
+// A run-bound handle: valid only during the run that created it. Called from the metamethods
+// of its metatable, which hold that metatable as upvalue 1 (no registry lookup by name).
+RunCtx* check_handle(lua_State* L, int idx, const char* what) {
+  if (!lua_getmetatable(L, idx) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+    luaL_typerror(L, idx, what);
+  lua_pop(L, 1);
+  auto* h = static_cast<Handle*>(lua_touserdata(L, idx));
   Sandbox* sb = sandbox_of(L);
   if (sb->run == nullptr || sb->run->req == nullptr || sb->run->id != h->run_id) {
     luaL_error(L,
@@ -56,12 +60,13 @@ RunCtx* check_handle(lua_State* L, int idx, const char* meta, const char* what) 
   return sb->run;
 }
 
-void push_handle(lua_State* L, RunCtx* r, int slot, bool* made, const char* meta) {
-  lua_getfield(L, LUA_REGISTRYINDEX, kHandles);
+// In ngx's __index: upvalue 1 is the handles table, `meta` the upvalue holding the metatable.
+void push_handle(lua_State* L, RunCtx* r, int slot, bool* made, int meta) {
+  lua_pushvalue(L, lua_upvalueindex(1));
   if (!*made) {
     auto* h = static_cast<Handle*>(lua_newuserdata(L, sizeof(Handle)));
     h->run_id = r->id;
-    luaL_getmetatable(L, meta);
+    lua_pushvalue(L, lua_upvalueindex(meta));
     lua_setmetatable(L, -2);
     lua_pushvalue(L, -1);
     lua_rawseti(L, -3, slot);
@@ -163,7 +168,7 @@ bool request_header(LuaRequest& q, std::string_view name, std::string* out) {
 }
 
 int var_index(lua_State* L) {
-  RunCtx* r = check_handle(L, 1, kVarMeta, "ngx.var");
+  RunCtx* r = check_handle(L, 1, "ngx.var");
   std::string_view k = check_sv(L, 2);
   LuaRequest& q = *r->req;
   auto nonempty = [&](std::string_view v) {
@@ -235,7 +240,7 @@ int var_index(lua_State* L) {
 }
 
 int var_newindex(lua_State* L) {
-  RunCtx* r = check_handle(L, 1, kVarMeta, "ngx.var");
+  RunCtx* r = check_handle(L, 1, "ngx.var");
   std::string_view k = check_sv(L, 2);
   if (k == "args" && r->phase == Phase::Access) {
     std::string_view v = lua_isnil(L, 3) ? std::string_view() : check_sv(L, 3);
@@ -251,7 +256,7 @@ int var_newindex(lua_State* L) {
 // --- ngx.header ----------------------------------------------------------------------------------
 
 int header_index(lua_State* L) {
-  RunCtx* r = check_handle(L, 1, kHeaderMeta, "ngx.header");
+  RunCtx* r = check_handle(L, 1, "ngx.header");
   std::string name = header_name_from_key(check_sv(L, 2));
   if (r->phase == Phase::Access) {
     auto& hs = r->out->response.headers;
@@ -267,7 +272,7 @@ int header_index(lua_State* L) {
 }
 
 int header_newindex(lua_State* L) {
-  RunCtx* r = check_handle(L, 1, kHeaderMeta, "ngx.header");
+  RunCtx* r = check_handle(L, 1, "ngx.header");
   std::string name = header_name_from_key(check_sv(L, 2));
   if (!valid_header_name(name)) return luaL_error(L, "ngx.header: invalid header name");
   if (r->phase == Phase::Log) return luaL_error(L, "ngx.header is read-only in the log phase");
@@ -308,9 +313,9 @@ int ngx_index(lua_State* L) {
                                : k == "status" ? "ngx.status"
                                                : "ngx.ctx");
     if (k == "var") {
-      push_handle(L, r, 1, &r->var_handle, kVarMeta);
+      push_handle(L, r, 1, &r->var_handle, 2);
     } else if (k == "header") {
-      push_handle(L, r, 2, &r->header_handle, kHeaderMeta);
+      push_handle(L, r, 2, &r->header_handle, 3);
     } else if (k == "status") {
       lua_pushinteger(
           L, r->phase == Phase::Access ? r->out->response.status : r->req->response_status());
@@ -1210,14 +1215,17 @@ int shared_index(lua_State* L) {
   return 1;
 }
 
+// The metamethods get the metatable as upvalue 1 (check_handle).
 void new_meta(lua_State* L, const char* name, lua_CFunction index, lua_CFunction newindex) {
   luaL_newmetatable(L, name);
   if (index) {
-    lua_pushcfunction(L, index);
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, index, 1);
     lua_setfield(L, -2, "__index");
   }
   if (newindex) {
-    lua_pushcfunction(L, newindex);
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, newindex, 1);
     lua_setfield(L, -2, "__newindex");
   }
   lua_pushboolean(L, 0);
@@ -1369,7 +1377,10 @@ void open_ngx(lua_State* L) {
   lua_setfield(L, -2, "shared");
 
   lua_createtable(L, 0, 3);  // metatable of ngx: the dynamic and unsupported members
-  lua_pushcfunction(L, ngx_index);
+  lua_getfield(L, LUA_REGISTRYINDEX, kHandles);  // ngx_index's upvalues: the handles table and
+  luaL_getmetatable(L, kVarMeta);                // the metatables of ngx.var and ngx.header
+  luaL_getmetatable(L, kHeaderMeta);
+  lua_pushcclosure(L, ngx_index, 3);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, ngx_newindex);
   lua_setfield(L, -2, "__newindex");
