@@ -499,10 +499,6 @@ SSL* TlsContexts::new_ssl(std::string_view listener, bool reject_no_sni) const {
   SSL_CTX* base = set->ctxs[0];
   SSL* ssl = SSL_new(base);
   SSL_set_ex_data(ssl, 0, reject_no_sni ? reinterpret_cast<void*>(1) : nullptr);
-  // The handshake keeps its record buffers: releasing them after each flight only to allocate
-  // them again costs malloc work on every handshake, and the SSL is freed when it completes
-  // (TlsRecords takes over). finish_handshake() turns the release back on for an SSL that stays.
-  SSL_clear_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
   SSL_set_accept_state(ssl);
   return ssl;
 }
@@ -546,7 +542,6 @@ bool TlsConn::finish_handshake(uint64_t written, std::string* leftover) {
   if (SSL_has_pending(ssl) == 1 || BIO_ctrl_pending(wbio) > 0 ||
       !records->take_over(ssl, written)) {
     records.reset();
-    SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);  // an idle connection gives its buffers back
     return false;
   }
   char buf[4096];
