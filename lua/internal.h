@@ -38,7 +38,6 @@ struct RunCtx {
   uint64_t instructions = 0, instruction_budget = 0;
   uint32_t work_since_clock = 0;  // C work units since the last clock read
   Abort abort = Abort::None;
-  bool var_handle = false, header_handle = false;
   RunResult* out = nullptr;
   const char* cstack_base = nullptr;
   lua_State* co = nullptr;  // the runner coroutine of this run (null at the module top level)

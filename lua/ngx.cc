@@ -24,13 +24,9 @@ const char kVarMeta[] = "parapet.var";
 const char kHeaderMeta[] = "parapet.header";
 const char kDictMeta[] = "parapet.dict";
 const char kHeadersTableMeta[] = "parapet.headers_table";
-const char kHandles[] = "parapet.handles";
 constexpr size_t kRegexCacheMax = 64;
 constexpr size_t kRegexMaxLen = 8192;
 
-struct Handle {
-  uint64_t run_id;
-};
 struct DictHandle {
   SharedDict* dict;
 };
@@ -43,38 +39,15 @@ std::string_view check_sv(lua_State* L, int idx) {
 
 void push_sv(lua_State* L, std::string_view s) { lua_pushlstring(L, s.data(), s.size()); }
 
-// A run-bound handle: valid only during the run that created it. Called from the metamethods
-// of its metatable, which hold that metatable as upvalue 1 (no registry lookup by name).
+// ngx.var and ngx.header: one userdata each per state, made at load, that scripts may keep
+// (OpenResty modules keep `local var = ngx.var` from their top level). They reach only the
+// request of the run in progress, never one that has ended, and refuse outside a run. Called
+// from the metamethods of their metatable, which hold it as upvalue 1.
 RunCtx* check_handle(lua_State* L, int idx, const char* what) {
   if (!lua_getmetatable(L, idx) || !lua_rawequal(L, -1, lua_upvalueindex(1)))
     luaL_typerror(L, idx, what);
   lua_pop(L, 1);
-  auto* h = static_cast<Handle*>(lua_touserdata(L, idx));
-  Sandbox* sb = sandbox_of(L);
-  if (sb->run == nullptr || sb->run->req == nullptr || sb->run->id != h->run_id) {
-    luaL_error(L,
-               "%s was kept after its request's run ended: request handles are valid only "
-               "during the run that obtained them",
-               what);
-  }
-  return sb->run;
-}
-
-// In ngx's __index: upvalue 1 is the handles table, `meta` the upvalue holding the metatable.
-void push_handle(lua_State* L, RunCtx* r, int slot, bool* made, int meta) {
-  lua_pushvalue(L, lua_upvalueindex(1));
-  if (!*made) {
-    auto* h = static_cast<Handle*>(lua_newuserdata(L, sizeof(Handle)));
-    h->run_id = r->id;
-    lua_pushvalue(L, lua_upvalueindex(meta));
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, -3, slot);
-    *made = true;
-  } else {
-    lua_rawgeti(L, -1, slot);
-  }
-  lua_remove(L, -2);
+  return current_run(L, what);
 }
 
 // RFC 9110 token characters.
@@ -307,16 +280,13 @@ int header_newindex(lua_State* L) {
 int ngx_index(lua_State* L) {
   std::string_view k = check_sv(L, 2);
   Sandbox* sb = sandbox_of(L);
-  if (k == "var" || k == "header" || k == "status" || k == "ctx") {
-    RunCtx* r = current_run(L, k == "var"      ? "ngx.var"
-                               : k == "header" ? "ngx.header"
-                               : k == "status" ? "ngx.status"
-                                               : "ngx.ctx");
-    if (k == "var") {
-      push_handle(L, r, 1, &r->var_handle, 2);
-    } else if (k == "header") {
-      push_handle(L, r, 2, &r->header_handle, 3);
-    } else if (k == "status") {
+  if (k == "var" || k == "header") {  // the state's handles (check_handle), upvalues 1 and 2
+    lua_pushvalue(L, lua_upvalueindex(k == "var" ? 1 : 2));
+    return 1;
+  }
+  if (k == "status" || k == "ctx") {
+    RunCtx* r = current_run(L, k == "status" ? "ngx.status" : "ngx.ctx");
+    if (k == "status") {
       lua_pushinteger(
           L, r->phase == Phase::Access ? r->out->response.status : r->req->response_status());
     } else {
@@ -1276,8 +1246,6 @@ void open_ngx(lua_State* L) {
   lua_pushboolean(L, 0);
   lua_setfield(L, -2, "__metatable");
   lua_pop(L, 1);
-  lua_newtable(L);
-  lua_setfield(L, LUA_REGISTRYINDEX, kHandles);
 
   lua_createtable(L, 0, 64);  // ngx
   set_fn(L, "say", ngx_say);
@@ -1377,10 +1345,12 @@ void open_ngx(lua_State* L) {
   lua_setfield(L, -2, "shared");
 
   lua_createtable(L, 0, 3);  // metatable of ngx: the dynamic and unsupported members
-  lua_getfield(L, LUA_REGISTRYINDEX, kHandles);  // ngx_index's upvalues: the handles table and
-  luaL_getmetatable(L, kVarMeta);                // the metatables of ngx.var and ngx.header
-  luaL_getmetatable(L, kHeaderMeta);
-  lua_pushcclosure(L, ngx_index, 3);
+  for (const char* meta : {kVarMeta, kHeaderMeta}) {  // ngx_index's upvalues: the handles
+    lua_newuserdata(L, 1);
+    luaL_getmetatable(L, meta);
+    lua_setmetatable(L, -2);
+  }
+  lua_pushcclosure(L, ngx_index, 2);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, ngx_newindex);
   lua_setfield(L, -2, "__newindex");

@@ -26,7 +26,10 @@ namespace {
 // Sentinels: the address is the identity (pushed as light userdata, never dereferenced).
 char kRunnerMarker;
 char kExitSentinel;
-constexpr size_t kMaxIdleCoroutines = 4;
+constexpr size_t kMaxIdleCoroutines = 8;
+// Runner coroutines made per protected call when none is idle: a run that ends in ngx.exit
+// drops its coroutine, so a script that always exits needs a new one per run.
+constexpr int kRunnerBatch = 8;
 
 const char kTimeoutMessage[] = "cpu budget exceeded";
 const char kMemoryMessage[] = "not enough memory";
@@ -470,12 +473,15 @@ int load_module(lua_State* L) {
   return 0;
 }
 
-int new_runner_thread(lua_State* L) {
+// Fills the idle pool with kRunnerBatch new runner coroutines (inside lua_cpcall: an allocation
+// that fails raises, and the ones made so far stay in the pool).
+int new_runner_threads(lua_State* L) {
   Sandbox* sb = sandbox_of(L);
-  lua_State* co = lua_newthread(L);
-  lua_rawgeti(co, LUA_REGISTRYINDEX, sb->runner_ref);
-  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  *static_cast<int*>(lua_touserdata(L, 1)) = ref;
+  for (int i = 0; i < kRunnerBatch; ++i) {
+    lua_State* co = lua_newthread(L);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, sb->runner_ref);
+    sb->coroutines.push_back(luaL_ref(L, LUA_REGISTRYINDEX));
+  }
   return 0;
 }
 
@@ -524,6 +530,8 @@ std::string instantiate(Sandbox* sb) {
   luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
   lua_gc(L, LUA_GCSETPAUSE, sb->limits.gc_pause);
   sb->gc_pause_now = sb->limits.gc_pause;
+  // new_runner_threads() pushes inside a protected call: no reallocation there.
+  sb->coroutines.reserve(kMaxIdleCoroutines + kRunnerBatch);
   if (lua_cpcall(L, build_env, nullptr) != 0) {
     std::string e = "building the Lua environment: " + message_of(L, -1);
     lua_pop(L, 1);
@@ -856,12 +864,10 @@ void LuaTenant::run(Phase phase, LuaRequest& req, LuaExchangeCtx* ctx, RunResult
   lua_sethook(L, count_hook, LUA_MASKCOUNT, sb->limits.hook_interval);  // resets the count
 
   int coref = LUA_NOREF;
+  if (sb->coroutines.empty() && lua_cpcall(L, new_runner_threads, nullptr) != 0) lua_pop(L, 1);
   if (!sb->coroutines.empty()) {
     coref = sb->coroutines.back();
     sb->coroutines.pop_back();
-  } else if (lua_cpcall(L, new_runner_thread, &coref) != 0) {
-    lua_pop(L, 1);
-    coref = LUA_NOREF;
   }
   bool ours = false;
   int st = LUA_ERRMEM;
