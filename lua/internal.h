@@ -33,7 +33,6 @@ struct RunCtx {
   LuaRequest* req = nullptr;
   LuaExchangeCtx* ectx = nullptr;
   int temp_ctx_ref = LUA_NOREF;  // ngx.ctx when the caller gave no LuaExchangeCtx
-  uint64_t id = 0;               // handles created in this run carry it
   Clock::time_point start{}, deadline{};
   uint64_t instructions = 0, instruction_budget = 0;
   uint32_t work_since_clock = 0;  // C work units since the last clock read
@@ -57,8 +56,7 @@ struct Sandbox {
   size_t mem_used = 0;
   bool mem_failed = false;  // an allocation was refused since the flag was cleared
   RunCtx* run = nullptr;    // the run in progress (or the module load)
-  uint64_t run_seq = 0;
-  int gc_pause_now = 0;  // the LUA_GCSETPAUSE in effect
+  int gc_pause_now = 0;     // the LUA_GCSETPAUSE in effect
   int phase_ref[kPhaseCount] = {LUA_NOREF, LUA_NOREF, LUA_NOREF};
   int runner_ref = LUA_NOREF;
   std::vector<int> coroutines;  // idle runner coroutines (registry refs)

@@ -409,6 +409,17 @@ int build_env(lua_State* L) {
   return 0;
 }
 
+// Pushes a tenant's source file compiled as a function, in text mode only (LuaJIT bytecode is
+// unverified); raises with the file name on a binary chunk or a syntax error.
+void load_source(lua_State* L, const std::string& name, const std::string& text) {
+  if (!text.empty() && text[0] == '\033') {
+    lua_pushfstring(L, "%s: binary chunks are not allowed", name.c_str());
+    lua_error(L);
+  }
+  const std::string chunk = "=" + name;
+  if (luaL_loadbufferx(L, text.data(), text.size(), chunk.c_str(), "t") != 0) lua_error(L);
+}
+
 // The phases form: each file's chunk is its phase's handler (nothing runs). In lua_cpcall.
 int load_phase_files(lua_State* L) {
   Sandbox* sb = sandbox_of(L);
@@ -416,12 +427,7 @@ int load_phase_files(lua_State* L) {
   for (size_t i = 0; i < kPhaseCount; ++i) {
     const LuaSource& f = s.phase_source(static_cast<Phase>(i));
     if (f.name.empty()) continue;
-    if (!f.text.empty() && f.text[0] == '\033') {
-      lua_pushfstring(L, "%s: binary chunks are not allowed", f.name.c_str());
-      lua_error(L);
-    }
-    std::string chunk = "=" + f.name;
-    if (luaL_loadbufferx(L, f.text.data(), f.text.size(), chunk.c_str(), "t") != 0) lua_error(L);
+    load_source(L, f.name, f.text);
     sb->phase_ref[i] = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   return 0;
@@ -432,14 +438,7 @@ int load_module(lua_State* L) {
   Sandbox* sb = sandbox_of(L);
   const LuaScript& s = *sb->script;
   if (s.per_phase_files()) return load_phase_files(L);
-  std::string chunk = "=" + s.name();
-  if (!s.source().empty() && s.source()[0] == '\033') {
-    lua_pushfstring(L, "%s: binary chunks are not allowed", s.name().c_str());
-    lua_error(L);
-  }
-  if (luaL_loadbufferx(L, s.source().data(), s.source().size(), chunk.c_str(), "t") != 0) {
-    lua_error(L);
-  }
+  load_source(L, s.name(), s.source());
   lua_call(L, 0, 1);
   if (!lua_istable(L, -1)) {
     lua_pushfstring(L,
@@ -851,7 +850,6 @@ void LuaTenant::run(Phase phase, LuaRequest& req, LuaExchangeCtx* ctx, RunResult
   r.phase = phase;
   r.req = &req;
   r.ectx = ctx;
-  r.id = ++sb->run_seq;
   r.out = &out;
   char base = 0;
   r.cstack_base = &base;

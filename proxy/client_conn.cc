@@ -204,13 +204,6 @@ void ClientConn::on_cipher(char* data, size_t len) {
     std::string leftover;
     const bool taken = t->finish_handshake(written, &leftover);
     if (t->resumed) wk()->stats().tls_resumed.add();
-    if (!t->sni.empty()) {
-      std::string name = t->sni;
-      for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-      int tid = wk()->snapshot()->find_tenant(name);
-      if (tid >= 0)
-        extras->sni_tenant = wk()->snapshot()->cfg().tenants[static_cast<size_t>(tid)].name;
-    }
     if (taken) {
       out.set_records(t->records.get());
       if (!leftover.empty()) on_records(leftover.data(), leftover.size());

@@ -171,8 +171,7 @@ struct ClientConn final : Http1Handler {
     sockaddr_storage peer6{};
     bool v6 = false;
     std::unique_ptr<TlsConn> tls;
-    std::string sni_tenant;  // tenant of the TLS SNI name (empty: no SNI, or no tenant)
-    std::string backlog;     // read while the parser waits (pipelining, upgrade)
+    std::string backlog;  // read while the parser waits (pipelining, upgrade)
   };
   std::unique_ptr<Extras> extras;
   Extras& ext() {

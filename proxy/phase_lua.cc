@@ -212,8 +212,10 @@ Outcome run_phase(Exchange* ex, lua::Phase phase) {
   ExchangeLua& l = *ex->lua;
   if (!rt.script->has_phase(phase)) return Outcome::Ok;
   lua::LuaBreaker& breaker = l.state->breaker;
+  // The clock is read only where the breaker needs it (open, or a stop to record): a run of a
+  // healthy script costs no clock read here.
   const bool was_open = breaker.is_open();
-  if (!breaker.allow(lua::LuaBreaker::Clock::now())) {
+  if (was_open && !breaker.allow(lua::LuaBreaker::Clock::now())) {
     rt.breaker_skips->fetch_add(1, std::memory_order_relaxed);
     return Outcome::Skipped;
   }
@@ -222,7 +224,8 @@ Outcome run_phase(Exchange* ex, lua::Phase phase) {
   rt.runs->fetch_add(1, std::memory_order_relaxed);
   const bool stopped =
       l.result.status == lua::RunStatus::Timeout || l.result.status == lua::RunStatus::OutOfMemory;
-  if (breaker.record(stopped, lua::LuaBreaker::Clock::now())) {
+  if (breaker.record(stopped, stopped ? lua::LuaBreaker::Clock::now()
+                                      : lua::LuaBreaker::Clock::time_point{})) {
     // A trip: logged once (the breaker stays open for the cooldown), and counted.
     rt.breaker_trips->fetch_add(1, std::memory_order_relaxed);
     log_error(

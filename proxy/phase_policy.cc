@@ -31,16 +31,6 @@ struct Evaluator {
 };
 thread_local Evaluator t_eval;
 
-// The rules of a phase that can match (every rule when the phase has no prefilter).
-void candidates(const filters::Prefilter* pf, size_t n, filters::ExecContext& ctx,
-                std::vector<uint64_t>& bits) {
-  if (pf != nullptr) {
-    pf->candidates(ctx, bits);
-  } else {
-    bits.assign((n + 63) / 64, ~uint64_t{0});
-  }
-}
-
 std::string lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -381,7 +371,7 @@ Flow phase_policy(Exchange* ex) {
   ex->policy_active = true;
   if (tr.request.empty()) return Flow::Continue;
   fill_request_view(ex);
-  candidates(tr.request_prefilter.get(), tr.request.size(), t_eval.ctx, t_eval.candidates);
+  tr.request_prefilter->candidates(t_eval.ctx, t_eval.candidates);
   bool stop = false;
   for (size_t i = 0; i < tr.request.size(); ++i) {
     if (stop) break;
@@ -416,7 +406,7 @@ void run_response_rules(Exchange* ex, uint16_t status) {
   fill_request_view(ex);
   e.view.response_code = status;
   e.view.response_headers = e.resp_headers;
-  candidates(tr.response_prefilter.get(), tr.response.size(), e.ctx, e.candidates);
+  tr.response_prefilter->candidates(e.ctx, e.candidates);
   for (size_t i = 0; i < tr.response.size(); ++i) {
     if (!filters::Prefilter::has(e.candidates, i)) continue;
     const CompiledRule& r = tr.response[i];

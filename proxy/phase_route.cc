@@ -54,10 +54,11 @@ Flow phase_route(Exchange* ex) {
     return Flow::Respond;
   }
   Worker* w = c->wk();
-  // The certificate was chosen by SNI for one tenant: a Host of another tenant on the same
-  // connection would cross tenants (RFC 9110 section 7.4: 421).
-  if (c->tls() != nullptr && !c->extras->sni_tenant.empty() &&
-      c->extras->sni_tenant != ex->snap->cfg().tenants[static_cast<size_t>(tenant)].name) {
+  // The certificate was chosen by SNI for one tenant (TlsConn::cert_tenant): a Host of another
+  // tenant on the same connection would cross tenants (RFC 9110 section 7.4: 421).
+  if (const TlsConn* t = c->tls();
+      t != nullptr && !t->sni.empty() &&
+      t->cert_tenant != ex->snap->cfg().tenants[static_cast<size_t>(tenant)].name) {
     c->reply(421, "route.sni_mismatch", false);
     return Flow::Respond;
   }

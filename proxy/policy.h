@@ -45,7 +45,8 @@ struct TenantRules {
   std::vector<CompiledRule> request, response;
   // Many `contains` over one value answered in one scan, per phase (CompiledRule::contains).
   std::shared_ptr<const filters::ContainsIndex> request_contains, response_contains;
-  // Which rules can match a request, from their guards, per phase (filters/prefilter.h).
+  // Which rules can match a request, from their guards, per phase (filters/prefilter.h); set
+  // by Policies::build for every tenant, never null.
   std::shared_ptr<const filters::Prefilter> request_prefilter, response_prefilter;
   bool empty() const { return request.empty() && response.empty(); }
 };
