@@ -164,21 +164,83 @@ void ClientConn::start(const std::shared_ptr<const TlsContexts>& tls_ctx, std::s
   }
   out.attach(reinterpret_cast<uv_stream_t*>(&tcp));
   if (tls_ctx != nullptr) {
-    SSL* ssl = tls_ctx->new_ssl(listener, reject_no_sni);
-    if (ssl == nullptr) {
-      close_now();
-      return;
+    const TlsContexts::ServerSet* set = tls_ctx->server_set_of(listener);
+    if (set->fast_on) {
+      // parapet's own handshake first; the SSL is made only if it declines.
+      ext().tls = std::make_unique<TlsConn>(nullptr);
+      extras->tls->fast = std::make_unique<Tls13Server>(&set->fast, !reject_no_sni);
+    } else {
+      SSL* ssl = TlsContexts::new_ssl(set, reject_no_sni);
+      if (ssl == nullptr) {
+        close_now();
+        return;
+      }
+      ext().tls = std::make_unique<TlsConn>(ssl);
+      out.set_tls(ssl);
     }
-    ext().tls = std::make_unique<TlsConn>(ssl);
     extras->tls->ctx = tls_ctx;
-    out.set_tls(ssl);
+    extras->tls->set = set;
+    extras->tls->reject_no_sni = reject_no_sni;
   }
   uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp), Worker::alloc_cb, on_read);
   arm_timer(TimerKind::Header);  // also bounds the TLS handshake
 }
 
+void ClientConn::on_fast_handshake(char* data, size_t len) {
+  TlsConn* t = tls();
+  std::string flight;
+  switch (t->fast->feed(data, len, &flight)) {
+    case Tls13Server::Step::NeedMore:
+      return;
+    case Tls13Server::Step::Sent:
+      out.stage_copy(flight);
+      out.flush();
+      return;
+    case Tls13Server::Step::Fallback: {
+      // Nothing was sent: OpenSSL gets the connection and every byte received.
+      SSL* ssl = TlsContexts::new_ssl(t->set, t->reject_no_sni);
+      if (ssl == nullptr) {
+        close_now();
+        return;
+      }
+      std::string in = t->fast->input();
+      t->fast.reset();
+      t->attach(ssl);
+      out.set_tls(ssl);
+      on_cipher(in.data(), in.size());
+      return;
+    }
+    case Tls13Server::Step::Fail:
+      wk()->stats().tls_failures.add();
+      if (!flight.empty()) {
+        out.stage_copy(flight);  // our alert
+        out.flush();
+      }
+      close_now();
+      return;
+    case Tls13Server::Step::Done:
+      break;
+  }
+  t->handshake_done = true;
+  wk()->stats().tls_handshakes.add();
+  wk()->stats().tls_own.add();
+  t->version = "TLSv1.3";
+  t->cipher = t->fast->cipher_name();
+  t->sni = t->fast->sni();
+  t->cert_tenant = t->ctx->tenant_of(static_cast<const SSL_CTX*>(t->fast->identity()->owner));
+  t->records = t->fast->take_records();
+  std::string leftover = t->fast->take_leftover();
+  t->fast.reset();
+  out.set_records(t->records.get());
+  if (!leftover.empty()) on_records(leftover.data(), leftover.size());
+}
+
 void ClientConn::on_cipher(char* data, size_t len) {
   TlsConn* t = tls();
+  if (t->fast != nullptr) {
+    on_fast_handshake(data, len);
+    return;
+  }
   if (t->ssl == nullptr) {
     on_records(data, len);
     return;

@@ -122,6 +122,7 @@ struct ClientConn final : Http1Handler {
   // Plaintext from the socket (or from TLS): tunnel, backlog or parser.
   void on_plain(const char* data, size_t len);
   void on_cipher(char* data, size_t len);
+  void on_fast_handshake(char* data, size_t len);  // parapet's own TLS 1.3 handshake
   // After the handshake: records opened by TlsRecords, in place.
   void on_records(char* data, size_t len);
   void consume(const char* data, size_t len);

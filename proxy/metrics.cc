@@ -85,7 +85,7 @@ void histogram(std::string& m, const char* name, const std::string& labels, cons
 
 std::string Server::metrics_text() const {
   uint64_t req = 0, resp[6] = {}, conns = 0, active = 0, accepted = 0, connects = 0, reused = 0,
-           up_tls = 0, up_tls_resumed = 0, tls = 0, tls_resumed = 0, tls_failed = 0,
+           up_tls = 0, up_tls_resumed = 0, tls = 0, tls_resumed = 0, tls_own = 0, tls_failed = 0,
            tls_timeouts = 0, tls_abandoned = 0, failures = 0, retries = 0, idle_up = 0, refused = 0;
   std::map<std::string, Sums> tenants;
   std::map<std::string, uint64_t[6]> routes;
@@ -103,6 +103,7 @@ std::string Server::metrics_text() const {
     up_tls += s.upstream_tls_handshakes.get();
     tls += s.tls_handshakes.get();
     tls_resumed += s.tls_resumed.get();
+    tls_own += s.tls_own.get();
     tls_failed += s.tls_failures.get();
     tls_timeouts += s.tls_timeouts.get();
     tls_abandoned += s.tls_abandoned.get();
@@ -197,6 +198,10 @@ std::string Server::metrics_text() const {
          "Client TLS handshakes completed, by whether a ticket resumed the session.");
   sample(m, "parapet_tls_handshakes_total", "resumed=\"false\"", tls - tls_resumed);
   sample(m, "parapet_tls_handshakes_total", "resumed=\"true\"", tls_resumed);
+  header(m, "parapet_tls_own_handshakes_total", "counter",
+         "Client TLS 1.3 full handshakes done by parapet's own handshake code instead of OpenSSL "
+         "(listeners without session tickets; included in parapet_tls_handshakes_total).");
+  sample(m, "parapet_tls_own_handshakes_total", "", tls_own);
   header(m, "parapet_tls_handshake_failures_total", "counter",
          "Client TLS handshakes that did not complete: refused or malformed (error), unfinished "
          "after client_header (timeout), abandoned by the client (closed).");

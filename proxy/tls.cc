@@ -21,6 +21,8 @@ constexpr const char* kCiphers12 =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305";
+// Key exchange groups unless a listener sets its own.
+constexpr const char* kGroups = "X25519:P-256:P-384";
 
 int on_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
             unsigned int inlen, void*) {
@@ -148,7 +150,7 @@ void set_protocols(SSL_CTX* ctx) {
   SSL_CTX_set_ciphersuites(ctx,
                            "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
                            "TLS_CHACHA20_POLY1305_SHA256");
-  SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384");
+  SSL_CTX_set1_groups_list(ctx, kGroups);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 }
 
@@ -271,9 +273,11 @@ std::unique_ptr<TlsContexts::ServerSet> TlsContexts::server_set(const config::Co
   auto set = std::make_unique<ServerSet>();
   for (const config::Tenant& tenant : cfg.tenants) {
     if (tenant.certificates.empty()) continue;
-    SSL_CTX* ctx = server_ctx(tenant, settings, set.get(), errors);
+    std::unique_ptr<Tls13Identity> fast_id;
+    SSL_CTX* ctx = server_ctx(tenant, settings, set.get(), errors, &fast_id);
     if (ctx == nullptr) continue;
     set->ctxs.push_back(ctx);
+    if (fast_id != nullptr && tenant.client_ca.empty()) set->fast_ids.emplace(ctx, std::move(fast_id));
     tenant_.emplace(ctx, tenant.name);
     for (const std::string& h : tenant.hosts) {
       std::string host = lower(h);
@@ -283,6 +287,19 @@ std::unique_ptr<TlsContexts::ServerSet> TlsContexts::server_set(const config::Co
         set->exact.emplace(host, ctx);
     }
   }
+  // parapet's own TLS 1.3 handshake issues no session tickets: it serves listeners that have
+  // them off, where every connection is a full handshake.
+  if (!settings.session_tickets && !set->ctxs.empty() &&
+      tls13_group_ids(settings.curves.empty() ? kGroups : settings.curves, &set->fast.groups)) {
+    STACK_OF(SSL_CIPHER)* ciphers = SSL_CTX_get_ciphers(set->ctxs[0]);
+    for (int i = 0; i < sk_SSL_CIPHER_num(ciphers); ++i) {
+      const uint16_t id = SSL_CIPHER_get_protocol_id(sk_SSL_CIPHER_value(ciphers, i));
+      if (id >> 8 == 0x13) set->fast.suites.push_back(id);
+    }
+    set->fast.pick = fast_pick;
+    set->fast.arg = set.get();
+    set->fast_on = !set->fast.suites.empty();
+  }
   return set;
 }
 
@@ -291,7 +308,8 @@ TlsContexts::ServerSet::~ServerSet() {
 }
 
 SSL_CTX* TlsContexts::server_ctx(const config::Tenant& tenant, const config::ListenerTls& settings,
-                                 const ServerSet* set, std::vector<std::string>* errors) {
+                                 const ServerSet* set, std::vector<std::string>* errors,
+                                 std::unique_ptr<Tls13Identity>* fast_id) {
   // One context per tenant holding all its pairs (one per key type): OpenSSL serves the
   // ECDSA certificate to clients that support it and the RSA one to the others.
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
@@ -314,10 +332,15 @@ SSL_CTX* TlsContexts::server_ctx(const config::Tenant& tenant, const config::Lis
       continue;
     }
     X509* x = SSL_CTX_get0_certificate(ctx);  // the pair just loaded
-    if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0)
+    if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
       fail("cert '" + c.cert + "' has expired");
-    else if (X509_cmp_current_time(X509_get0_notBefore(x)) > 0)
+    } else if (X509_cmp_current_time(X509_get0_notBefore(x)) > 0) {
       fail("cert '" + c.cert + "' is not valid yet");
+    } else if (*fast_id == nullptr) {
+      STACK_OF(X509)* chain = nullptr;
+      SSL_CTX_get0_chain_certs(ctx, &chain);
+      *fast_id = Tls13Identity::make(x, chain, SSL_CTX_get0_privatekey(ctx), ctx);
+    }
   }
   if (ok && !tenant.client_ca.empty()) {
     if (SSL_CTX_load_verify_locations(ctx, tenant.client_ca.c_str(), nullptr) != 1) {
@@ -489,12 +512,28 @@ int TlsContexts::on_client_hello(SSL* ssl, int* alert, void* arg) {
 // (TLS 1.2 resumption reports the name of the original handshake).
 int TlsContexts::on_servername(SSL*, int*, void*) { return SSL_TLSEXT_ERR_OK; }
 
-SSL* TlsContexts::new_ssl(std::string_view listener, bool reject_no_sni) const {
+const TlsContexts::ServerSet* TlsContexts::server_set_of(std::string_view listener) const {
   const ServerSet* set = sets_[0].get();
   if (!listener_set_.empty()) {
     if (auto it = listener_set_.find(std::string(listener)); it != listener_set_.end())
       set = it->second;
   }
+  return set;
+}
+
+SSL* TlsContexts::new_ssl(std::string_view listener, bool reject_no_sni) const {
+  return new_ssl(server_set_of(listener), reject_no_sni);
+}
+
+const Tls13Identity* TlsContexts::fast_pick(const void* arg, std::string_view name) {
+  const auto* set = static_cast<const ServerSet*>(arg);
+  SSL_CTX* ctx = name.empty() ? set->ctxs[0] : set->find(name);
+  if (ctx == nullptr) return nullptr;  // OpenSSL answers unrecognized_name
+  auto it = set->fast_ids.find(ctx);
+  return it == set->fast_ids.end() ? nullptr : it->second.get();
+}
+
+SSL* TlsContexts::new_ssl(const ServerSet* set, bool reject_no_sni) {
   if (set->ctxs.empty()) return nullptr;
   SSL_CTX* base = set->ctxs[0];
   SSL* ssl = SSL_new(base);
@@ -507,7 +546,12 @@ void tls_rotate_ticket_keys() { ticket_keys().rotate(); }
 std::string tls_export_ticket_keys() { return ticket_keys().export_all(); }
 bool tls_import_ticket_keys(std::string_view blob) { return ticket_keys().import_all(blob); }
 
-TlsConn::TlsConn(SSL* s) : ssl(s) {
+TlsConn::TlsConn(SSL* s) : ssl(nullptr), rbio(nullptr), wbio(nullptr) {
+  if (s != nullptr) attach(s);
+}
+
+void TlsConn::attach(SSL* s) {
+  ssl = s;
   rbio = BIO_new(BIO_s_mem());
   wbio = BIO_new(BIO_s_mem());
   BIO_set_mem_eof_return(rbio, -1);  // "no more data yet", not EOF

@@ -7,7 +7,8 @@
 // the SNI's exact name, then the longest "*." wildcard; without SNI a listener serves the
 // default (first) certificate or refuses the handshake.
 //
-// TlsConn is one connection's state: the SSL object with two memory BIOs. Ciphertext read from
+// TlsConn is one connection's state: the SSL object with two memory BIOs (or, first, parapet's
+// own TLS 1.3 handshake on listeners without session tickets: proxy/tls13_server.h). Ciphertext read from
 // the socket goes into `rbio`; plaintext comes out of SSL_read; plaintext written with
 // SSL_write leaves as ciphertext through `wbio`, which the Outbox drains to the socket.
 #pragma once
@@ -21,28 +22,13 @@
 #include <vector>
 
 #include "config/config.h"
+#include "proxy/tls13_server.h"
 #include "proxy/tls_records.h"
 
 namespace parapet {
 
 class TlsContexts {
  public:
-  // Loads and checks every certificate of `cfg`; nullptr and errors ("file:line:col: reason")
-  // when one is missing, unreadable, expired, or does not match its key.
-  static std::shared_ptr<const TlsContexts> build(const config::Config& cfg,
-                                                  std::vector<std::string>* errors);
-  ~TlsContexts();
-  bool empty() const { return sets_.empty() || sets_[0]->ctxs.empty(); }
-  // A server-side SSL for a new connection on listener `listener` (its name: the listener's
-  // tls settings apply); nullptr if no certificate exists.
-  SSL* new_ssl(std::string_view listener, bool reject_no_sni) const;
-  // Client context for TLS to origin `origin` of tenant `tenant`, or nullptr when that origin
-  // has no https:// server. Owned here; holders that outlive the snapshot take a reference.
-  SSL_CTX* origin_ctx(size_t tenant, size_t origin) const;
-  // The tenant whose certificate context `ctx` is ("" for a context not built here).
-  const std::string& tenant_of(const SSL_CTX* ctx) const;
-
- private:
   // The server contexts of one set of listener settings: one per tenant with certificates
   // (ctxs[0], the first, is the default certificate), found by SNI.
   struct ServerSet {
@@ -53,8 +39,32 @@ class TlsContexts {
     SSL_CTX* find(std::string_view name) const;  // exact name, then the longest "*." wildcard
     std::vector<SSL_CTX*> ctxs;
     std::unordered_map<std::string, SSL_CTX*> exact, wildcard;  // wildcard key: ".example.com"
+    // parapet's own TLS 1.3 handshake (proxy/tls13_server.h): on for listeners without
+    // session tickets, for the tenants whose context has an identity it can serve.
+    bool fast_on = false;
+    Tls13Listener fast;
+    std::unordered_map<const SSL_CTX*, std::unique_ptr<Tls13Identity>> fast_ids;
   };
 
+  // Loads and checks every certificate of `cfg`; nullptr and errors ("file:line:col: reason")
+  // when one is missing, unreadable, expired, or does not match its key.
+  static std::shared_ptr<const TlsContexts> build(const config::Config& cfg,
+                                                  std::vector<std::string>* errors);
+  ~TlsContexts();
+  bool empty() const { return sets_.empty() || sets_[0]->ctxs.empty(); }
+  // A server-side SSL for a new connection on listener `listener` (its name: the listener's
+  // tls settings apply); nullptr if no certificate exists.
+  SSL* new_ssl(std::string_view listener, bool reject_no_sni) const;
+  // The settings set of listener `listener`, and an SSL from it (as new_ssl).
+  const ServerSet* server_set_of(std::string_view listener) const;
+  static SSL* new_ssl(const ServerSet* set, bool reject_no_sni);
+  // Client context for TLS to origin `origin` of tenant `tenant`, or nullptr when that origin
+  // has no https:// server. Owned here; holders that outlive the snapshot take a reference.
+  SSL_CTX* origin_ctx(size_t tenant, size_t origin) const;
+  // The tenant whose certificate context `ctx` is ("" for a context not built here).
+  const std::string& tenant_of(const SSL_CTX* ctx) const;
+
+ private:
   static int on_client_hello(SSL* ssl, int* alert, void* arg);  // arg: the ServerSet
   static int on_servername(SSL* ssl, int* alert, void* arg);
   std::unique_ptr<ServerSet> server_set(const config::Config& cfg,
@@ -63,7 +73,9 @@ class TlsContexts {
   // A server context for `tenant`'s certificates with `settings`, in `set`; nullptr and
   // errors if one of its files is unusable.
   SSL_CTX* server_ctx(const config::Tenant& tenant, const config::ListenerTls& settings,
-                      const ServerSet* set, std::vector<std::string>* errors);
+                      const ServerSet* set, std::vector<std::string>* errors,
+                      std::unique_ptr<Tls13Identity>* fast_id);
+  static const Tls13Identity* fast_pick(const void* set, std::string_view name);
 
   std::vector<std::unique_ptr<ServerSet>> sets_;  // sets_[0]: the default settings
   std::unordered_map<std::string, const ServerSet*> listener_set_;  // listeners with their own
@@ -75,7 +87,8 @@ class TlsContexts {
 // connection then hands its records to TlsRecords and frees the SSL (finish_handshake());
 // an origin connection keeps its SSL (it needs the sessions the server sends later).
 struct TlsConn {
-  explicit TlsConn(SSL* s);
+  explicit TlsConn(SSL* s);  // s may be null (parapet's own handshake first): see attach()
+  void attach(SSL* s);
   ~TlsConn();
   TlsConn(const TlsConn&) = delete;
   TlsConn& operator=(const TlsConn&) = delete;
@@ -107,6 +120,11 @@ struct TlsConn {
   // Filled by the keylog callback during the handshake (TLS 1.3 secrets); in use once ssl is
   // null.
   std::unique_ptr<TlsRecords> records;
+  // parapet's own handshake, while it runs (ssl is null then, until it declines: the SSL is
+  // made from `set` and gets the bytes).
+  std::unique_ptr<Tls13Server> fast;
+  const TlsContexts::ServerSet* set = nullptr;
+  bool reject_no_sni = false;
   // Keeps the contexts (and the SNI callback's data) alive during the handshake.
   std::shared_ptr<const TlsContexts> ctx;
 };

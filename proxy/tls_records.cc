@@ -114,11 +114,15 @@ Hmac& hmac(bool sha384) {
   return sha384 ? h384 : h256;
 }
 
-// RFC 8446 7.1: HKDF-Expand-Label(secret, label, "", length). Every length used here fits in
-// one hash block, so HKDF-Expand is a single HMAC(secret, info || 0x01) (RFC 5869 2.3).
-bool expand_label(bool sha384, const uint8_t* secret, size_t secret_len, const char* label,
-                  uint8_t* out, size_t out_len) {
-  uint8_t info[2 + 1 + 64 + 1 + 1];
+}  // namespace
+
+// RFC 8446 7.1: HKDF-Expand-Label(secret, label, context, length). Every length used here fits
+// in one hash block, so HKDF-Expand is a single HMAC(secret, info || 0x01) (RFC 5869 2.3).
+bool tls13_expand_label(bool sha384, const uint8_t* secret, size_t secret_len, const char* label,
+                        const uint8_t* context, size_t context_len, uint8_t* out,
+                        size_t out_len) {
+  uint8_t info[2 + 1 + 64 + 1 + 64 + 1];
+  if (context_len > 64 || std::strlen(label) > 58) return false;
   size_t n = 0;
   info[n++] = static_cast<uint8_t>(out_len >> 8);
   info[n++] = static_cast<uint8_t>(out_len);
@@ -127,7 +131,9 @@ bool expand_label(bool sha384, const uint8_t* secret, size_t secret_len, const c
   std::memcpy(info + n, "tls13 ", 6);
   std::memcpy(info + n + 6, label, llen - 6);
   n += llen;
-  info[n++] = 0;  // empty context
+  info[n++] = static_cast<uint8_t>(context_len);
+  if (context_len > 0) std::memcpy(info + n, context, context_len);
+  n += context_len;
   info[n++] = 1;  // the block counter
   uint8_t t[64];
   const size_t len = hmac(sha384).mac(secret, secret_len, info, n, nullptr, 0, t);
@@ -135,6 +141,18 @@ bool expand_label(bool sha384, const uint8_t* secret, size_t secret_len, const c
   std::memcpy(out, t, out_len);
   OPENSSL_cleanse(t, sizeof t);
   return true;
+}
+
+size_t tls13_hmac(bool sha384, const uint8_t* key, size_t key_len, const uint8_t* data,
+                  size_t len, uint8_t* out) {
+  return hmac(sha384).mac(key, key_len, data, len, nullptr, 0, out);
+}
+
+namespace {
+
+bool expand_label(bool sha384, const uint8_t* secret, size_t secret_len, const char* label,
+                  uint8_t* out, size_t out_len) {
+  return tls13_expand_label(sha384, secret, secret_len, label, nullptr, 0, out, out_len);
 }
 
 // RFC 5246 5 and 6.3: the key block, P_hash(master_secret, "key expansion" + server_random +
@@ -208,6 +226,55 @@ bool TlsRecords::key_update(Direction* d) const {
   std::memcpy(d->secret, next, secret_len_);
   d->seq = 0;
   return derive13(d);
+}
+
+void TlsRecords::start13(Cipher c, bool sha384, const uint8_t* client_secret,
+                         const uint8_t* server_secret) {
+  cipher_ = c;
+  key_len_ = c == Cipher::Aes128Gcm ? 16 : 32;
+  sha384_ = sha384;
+  secret_len_ = sha384 ? 48 : 32;
+  tls13_ = true;
+  std::memcpy(rd_.secret, client_secret, secret_len_);
+  std::memcpy(wr_.secret, server_secret, secret_len_);
+  derive13(&rd_);
+  derive13(&wr_);
+  rd_.seq = wr_.seq = 0;
+}
+
+size_t TlsRecords::seal_as(uint8_t type, const uint8_t* p, size_t n, char* out) {
+  iovec v{const_cast<uint8_t*>(p), n};
+  size_t w = 0;
+  for (size_t off = 0; off < n; off += kMaxPlain) {
+    w += seal_record(type, &v, 1, off, std::min(kMaxPlain, n - off), out + w);
+  }
+  return w;
+}
+
+bool TlsRecords::open_one(char* rec, size_t len, uint8_t* type, char** plain,
+                          size_t* plain_len) {
+  auto* r = reinterpret_cast<uint8_t*>(rec);
+  if (!tls13_ || len < 5 + kTag + 1 || r[0] != kAppData) return false;
+  uint8_t nonce[12];
+  xor_nonce(rd_.iv, rd_.seq, nonce);
+  uint8_t* ct = r + 5;
+  size_t clen = len - 5 - kTag;
+  EVP_CIPHER_CTX* c = t_open.ctx;
+  int out = 0;
+  if (!t_open.start(cipher_, rd_.key, key_len_, nonce, 0) ||
+      EVP_DecryptUpdate(c, nullptr, &out, r, 5) != 1 ||
+      EVP_DecryptUpdate(c, ct, &out, ct, static_cast<int>(clen)) != 1 ||
+      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, kTag, ct + clen) != 1 ||
+      EVP_DecryptFinal_ex(c, ct + clen, &out) != 1) {
+    return false;
+  }
+  ++rd_.seq;
+  while (clen > 0 && ct[clen - 1] == 0) --clen;  // padding
+  if (clen == 0) return false;
+  *type = ct[--clen];
+  *plain = reinterpret_cast<char*>(ct);
+  *plain_len = clen;
+  return true;
 }
 
 bool TlsRecords::take_over(SSL* ssl, uint64_t write_seq) {

@@ -1,7 +1,8 @@
 // The record layer of an established server-side TLS connection, done by parapet itself.
 //
-// OpenSSL runs the handshake (memory BIOs, proxy/tls.h). Once it is done, the connection's
-// traffic keys are taken over and the SSL object is freed: an idle OpenSSL connection holds
+// OpenSSL runs the handshake (memory BIOs, proxy/tls.h), or parapet's own TLS 1.3 handshake
+// does (proxy/tls13_server.h, which also uses this class for its handshake records). Once it
+// is done, the connection's traffic keys are taken over and the SSL object is freed: an idle OpenSSL connection holds
 // about 15 KiB (the SSL struct, the CERT copy, two cipher contexts, the session, the BIOs),
 // while this holds keys, IVs, secrets and sequence numbers, a few hundred bytes. It also
 // saves copies: records are sealed straight from the outbox's pieces into the outgoing
@@ -42,6 +43,16 @@ class TlsRecords {
   // then frees the SSL and hands the ciphertext left in its read BIO to open(). False: not
   // supported (version, cipher, missing secrets), keep using the SSL.
   bool take_over(SSL* ssl, uint64_t write_seq);
+  // TLS 1.3 keys from traffic secrets (hash length: 32, or 48 with SHA-384), both sequence
+  // numbers at 0: the handshake keys of parapet's own handshake (proxy/tls13_server.h), then
+  // its application keys.
+  void start13(Cipher c, bool sha384, const uint8_t* client_secret, const uint8_t* server_secret);
+  // TLS 1.3 handshake messages (or an alert) as records of that inner type; returns the
+  // length written to `out`, which holds sealed_size(n) bytes.
+  size_t seal_as(uint8_t type, const uint8_t* p, size_t n, char* out);
+  // Opens one whole TLS 1.3 record in place; *type and the plaintext (in rec) are what it
+  // carried. False: not a valid record under the read key.
+  bool open_one(char* rec, size_t len, uint8_t* type, char** plain, size_t* plain_len);
 
   // Opens the records in data[0..len), in place; a record cut at the end is kept and
   // completed by the next call. Closed: the peer sent close_notify. A record this side must
@@ -86,5 +97,12 @@ class TlsRecords {
   bool have_client_secret_ = false, have_server_secret_ = false;
   bool sha384_ = false;
 };
+
+// RFC 8446 7.1 HKDF-Expand-Label with SHA-256 (or SHA-384), for lengths up to one hash
+// block; and HMAC (HKDF-Extract is HMAC(salt, ikm)). Both return 0/false on failure.
+bool tls13_expand_label(bool sha384, const uint8_t* secret, size_t secret_len, const char* label,
+                        const uint8_t* context, size_t context_len, uint8_t* out, size_t out_len);
+size_t tls13_hmac(bool sha384, const uint8_t* key, size_t key_len, const uint8_t* data,
+                  size_t len, uint8_t* out);
 
 }  // namespace parapet

@@ -33,6 +33,7 @@ struct WorkerStats {
   Counter upstream_idle;                // pooled idle connections now
   Counter refused;                      // malformed requests answered 4xx by the codec
   Counter tls_handshakes, tls_resumed;  // client handshakes completed (resumed: by a ticket)
+  Counter tls_own;  // of them, done by parapet's own TLS 1.3 handshake (proxy/tls13_server.h)
   // Client handshakes that did not complete: refused or malformed (error), still unfinished
   // when client_header ran out (timeout), or abandoned by the client (closed).
   Counter tls_failures, tls_timeouts, tls_abandoned;

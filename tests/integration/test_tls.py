@@ -934,3 +934,129 @@ class TlsOrigin(ParapetCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class OwnHandshake:
+    """Mixin: runs a test class on listeners without session tickets, where parapet's own TLS
+    1.3 handshake (proxy/tls13_server.h) answers the common case (an X25519 share, an ECDSA
+    P-256 certificate) and OpenSSL every other (TLS 1.2, other groups, RSA, mTLS tenants)."""
+
+    def start_parapet(self, config, *args, **kwargs):
+        for listener in config["listeners"]:
+            if "tls" in listener:
+                listener["tls"] = dict(listener["tls"], session_tickets=False)
+        return super().start_parapet(config, *args, **kwargs)
+
+    def own_handshakes(self):
+        with Client(self.parapet.admin_port) as c:
+            c.send(build_request("GET", "/metrics", host="admin"))
+            body = c.response().body.decode()
+        for line in body.splitlines():
+            if line.startswith("parapet_tls_own_handshakes_total "):
+                return int(float(line.split()[1]))
+        raise AssertionError("no parapet_tls_own_handshakes_total")
+
+
+class TlsOwnHandshake(OwnHandshake, Tls):
+
+    def test_own_handshake_for_tls13_openssl_for_the_rest(self):
+        origin, port = self.start()
+        with tls_connect(port, "demo.local") as s:
+            self.assertEqual((s.version(), s.cipher()[0]), ("TLSv1.3", "TLS_AES_256_GCM_SHA384"))
+            self.assertEqual(s.getpeercert(binary_form=True), der("demo"))
+            self.assertEqual(roundtrip(s, "demo.local").status, 200)
+        self.assertEqual(self.own_handshakes(), 1)
+        out = subprocess.run(
+            ["curl", "-s", "--cacert", f"{CERTS}/ca.pem", "--resolve",
+             f"other.example:{port}:127.0.0.1", f"https://other.example:{port}/c"],
+            capture_output=True, timeout=10)
+        self.assertEqual(out.stdout, b"hello from origin")
+        self.assertEqual(self.own_handshakes(), 2)
+        # Declined, then answered by OpenSSL: TLS 1.2, and a P-256 key share.
+        tls12 = client_context(maximum_version=ssl.TLSVersion.TLSv1_2)
+        p256 = client_context()
+        p256.set_ecdh_curve("prime256v1")
+        for ctx, version in ((tls12, "TLSv1.2"), (p256, "TLSv1.3")):
+            with tls_connect(port, "a.demo.local", ctx) as s:
+                self.assertEqual(s.version(), version)
+                self.assertEqual(roundtrip(s, "a.demo.local").status, 200)
+        self.assertEqual(self.own_handshakes(), 2)
+        self.assertEqual(len(origin.requests), 4)
+
+    def test_tampered_finished_is_refused_and_counted(self):
+        origin, port = self.start()
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = client_context().wrap_bio(incoming, outgoing, server_hostname="demo.local")
+        with self.assertRaises(ssl.SSLWantReadError):
+            obj.do_handshake()
+        raw.sendall(outgoing.read())
+        while True:
+            incoming.write(raw.recv(65536))
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                continue
+        finished = bytearray(outgoing.read())  # [ChangeCipherSpec] + encrypted Finished
+        finished[-3] ^= 0x40
+        raw.sendall(bytes(finished) + b"GET / HTTP/1.1\r\nHost: demo.local\r\n\r\n")
+        data = b""
+        try:
+            while chunk := raw.recv(4096):
+                data += chunk
+        except ConnectionResetError:
+            pass
+        raw.close()
+        self.assertEqual(data[:1], b"\x17")  # one alert record, under the handshake key
+        self.assertLess(len(data), 64)
+        self.assertEqual(origin.requests, [])
+        with Client(self.parapet.admin_port) as c:
+            c.send(build_request("GET", "/metrics", host="admin"))
+            body = c.response().body.decode()
+        self.assertIn('parapet_tls_handshake_failures_total{reason="error"} 1', body)
+        self.assertEqual(self.own_handshakes(), 0)
+
+
+class KeyTypesOwnHandshake(OwnHandshake, KeyTypes):
+    pass
+
+
+class MutualTlsOwnHandshake(OwnHandshake, MutualTls):
+
+    def test_tls12_session_resumes_on_an_mtls_tenant(self):
+        self.skipTest("needs session tickets")
+
+
+class RecordLayerOwnHandshake(OwnHandshake, RecordLayer):
+
+    def test_resumed_tls12_session(self):
+        self.skipTest("needs session tickets")
+
+
+class TlsAccessLogOwnHandshake(OwnHandshake, ParapetCase):
+
+    def test_version_cipher_and_sni_are_logged(self):
+        origin = self.start_origin()
+        config = tls_config(origin)
+        d = tempfile.mkdtemp(prefix="parapet-log-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", d], check=False)
+        config["access_log"] = {"path": f"{d}/access.log", "format": "json"}
+        self.start_parapet(config)
+        port = self.parapet.port("https")
+        ctx = client_context()
+        ctx.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")  # TLS 1.2 list; 1.3 suites unchanged
+        with tls_connect(port, "A.Demo.Local", ctx) as s:
+            self.assertEqual(roundtrip(s, "a.demo.local", "/own").status, 200)
+            cipher = s.cipher()[0]
+        recs = {}
+        deadline = time.monotonic() + 5
+        while not recs and time.monotonic() < deadline:
+            time.sleep(0.1)
+            if os.path.exists(f"{d}/access.log"):
+                with open(f"{d}/access.log") as f:
+                    recs = {r["path"]: r for r in map(json.loads, f.read().splitlines())}
+        own = recs["/own"]
+        self.assertEqual((own["tls"], own["cipher"], own["sni"], own["tls_resumed"]),
+                         ("TLSv1.3", cipher, "A.Demo.Local", False))
+        self.assertEqual(self.own_handshakes(), 1)

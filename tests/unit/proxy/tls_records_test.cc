@@ -16,31 +16,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/proxy/tls_test_util.h"
+
 namespace parapet {
 namespace {
 
-struct Identity {
-  EVP_PKEY* key = nullptr;
-  X509* cert = nullptr;
-  Identity() {
-    key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
-    cert = X509_new();
-    X509_set_version(cert, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
-    X509_gmtime_adj(X509_getm_notBefore(cert), -60);
-    X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
-    X509_set_pubkey(cert, key);
-    X509_NAME* name = X509_get_subject_name(cert);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                               reinterpret_cast<const unsigned char*>("test"), -1, -1, 0);
-    X509_set_issuer_name(cert, name);
-    X509_sign(cert, key, EVP_sha256());
-  }
-  ~Identity() {
-    X509_free(cert);
-    EVP_PKEY_free(key);
-  }
-};
+using testing_tls::drain;
+using testing_tls::Identity;
 
 Identity& identity() {
   static Identity id;
@@ -52,14 +34,6 @@ int g_index = -1;  // SSL ex_data slot: the server side's TlsRecords
 void keylog(const SSL* ssl, const char* line) {
   auto* r = static_cast<TlsRecords*>(SSL_get_ex_data(ssl, g_index));
   if (r != nullptr) r->on_keylog_line(line);
-}
-
-std::string drain(BIO* b) {
-  std::string s;
-  char buf[4096];
-  int n;
-  while ((n = BIO_read(b, buf, sizeof buf)) > 0) s.append(buf, static_cast<size_t>(n));
-  return s;
 }
 
 size_t count_records(const std::string& s) {
