@@ -231,6 +231,8 @@ void ClientConn::on_fast_handshake(char* data, size_t len) {
   t->records = t->fast->take_records();
   std::string leftover = t->fast->take_leftover();
   t->fast.reset();
+  t->ctx.reset();  // a reload may free the contexts now
+  t->set = nullptr;
   out.set_records(t->records.get());
   if (!leftover.empty()) on_records(leftover.data(), leftover.size());
 }

@@ -336,10 +336,11 @@ SSL_CTX* TlsContexts::server_ctx(const config::Tenant& tenant, const config::Lis
       fail("cert '" + c.cert + "' has expired");
     } else if (X509_cmp_current_time(X509_get0_notBefore(x)) > 0) {
       fail("cert '" + c.cert + "' is not valid yet");
-    } else if (*fast_id == nullptr) {
+    } else if (EVP_PKEY* key = SSL_CTX_get0_privatekey(ctx); EVP_PKEY_is_a(key, "EC")) {
+      // A later EC pair takes the EC slot in OpenSSL: the same here (null if not P-256).
       STACK_OF(X509)* chain = nullptr;
       SSL_CTX_get0_chain_certs(ctx, &chain);
-      *fast_id = Tls13Identity::make(x, chain, SSL_CTX_get0_privatekey(ctx), ctx);
+      *fast_id = Tls13Identity::make(x, chain, key, ctx);
     }
   }
   if (ok && !tenant.client_ca.empty()) {

@@ -121,7 +121,7 @@ ThreadCtx& tctx() {
 
 bool digest(bool sha384, const void* p, size_t n, uint8_t* out) {
   EVP_MD_CTX* c = tctx().scratch;
-  return EVP_DigestInit_ex(c, md(sha384), nullptr) == 1 && EVP_DigestUpdate(c, p, n) == 1 &&
+  return c != nullptr && EVP_DigestInit_ex(c, md(sha384), nullptr) == 1 && EVP_DigestUpdate(c, p, n) == 1 &&
          EVP_DigestFinal_ex(c, out, nullptr) == 1;
 }
 
@@ -272,15 +272,16 @@ Tls13Server::Step Tls13Server::feed(const char* data, size_t len, std::string* o
 
 bool Tls13Server::snapshot(uint8_t* hash) {
   EVP_MD_CTX* c = tctx().scratch;
-  return EVP_MD_CTX_copy_ex(c, transcript_) == 1 && EVP_DigestFinal_ex(c, hash, nullptr) == 1;
+  return c != nullptr && EVP_MD_CTX_copy_ex(c, transcript_) == 1 && EVP_DigestFinal_ex(c, hash, nullptr) == 1;
 }
 
 Tls13Server::Step Tls13Server::fail(uint8_t alert, std::string* out) {
   out->clear();
-  if (state_ == State::Flight) {
-    const uint8_t a[2] = {2, alert};  // fatal, under our handshake key
-    out->resize(hs_.sealed_size(2));
-    out->resize(hs_.seal_as(kAlert, a, 2, out->data()));
+  if (state_ == State::Flight && app_ != nullptr) {
+    // Fatal; our Finished is out, so under our application key (RFC 8446 7.3).
+    const uint8_t a[2] = {2, alert};
+    out->resize(app_->sealed_size(2));
+    out->resize(app_->seal_as(kAlert, a, 2, out->data()));
   } else {
     *out = plain_alert(alert);
   }
@@ -322,21 +323,17 @@ Tls13Server::Step Tls13Server::on_client_hello(std::string* out) {
     seen[nseen++] = et;
     switch (et) {
       case 0x0000: {  // server_name (RFC 6066 3)
-        Reader list;
-        if (!e.vec16(&list) || e.n != 0 || list.n == 0) return Step::Fallback;
-        while (list.n > 0) {
-          uint8_t nt = 0;
-          Reader name;
-          if (!list.u8(&nt) || !list.vec16(&name)) return Step::Fallback;
-          if (nt != 0) continue;
-          // OpenSSL refuses a name with a NUL byte or over 255 bytes.
-          if (has_sni || name.n == 0 || name.n > 255 ||
-              std::memchr(name.p, 0, name.n) != nullptr) {
-            return Step::Fallback;
-          }
-          sni_.assign(reinterpret_cast<const char*>(name.p), name.n);
-          has_sni = true;
+        // Exactly one host_name filling the list, as OpenSSL requires; it also refuses a
+        // name with a NUL byte or over 255 bytes.
+        Reader list, name;
+        uint8_t nt = 0;
+        if (!e.vec16(&list) || e.n != 0 || !list.u8(&nt) || nt != 0 || !list.vec16(&name) ||
+            list.n != 0 || name.n == 0 || name.n > 255 ||
+            std::memchr(name.p, 0, name.n) != nullptr) {
+          return Step::Fallback;
         }
+        sni_.assign(reinterpret_cast<const char*>(name.p), name.n);
+        has_sni = true;
         break;
       }
       case 0x000a:  // supported_groups
@@ -416,7 +413,8 @@ Tls13Server::Step Tls13Server::on_client_hello(std::string* out) {
   hash_len_ = static_cast<uint8_t>(h);
   const Start& st = start(sha384);
   uint8_t pub[32], shared[32], srv_random[32];
-  if (!st.ok || !x25519(peer, pub, shared)) return fail(kIllegalParameter, out);
+  // A share OpenSSL would refuse (a low-order point): let it send its alert.
+  if (!st.ok || !x25519(peer, pub, shared)) return Step::Fallback;
   if (RAND_bytes(srv_random, sizeof srv_random) != 1) return fail(kInternalError, out);
   transcript_ = EVP_MD_CTX_new();
   if (transcript_ == nullptr || EVP_DigestInit_ex(transcript_, md(sha384), nullptr) != 1 ||
@@ -445,10 +443,22 @@ Tls13Server::Step Tls13Server::on_client_hello(std::string* out) {
   put16(&sh, 32);
   sh.append(reinterpret_cast<const char*>(pub), 32);
   end_message(&sh, 0);
-  EVP_DigestUpdate(transcript_, sh.data(), sh.size());
+  if (EVP_DigestUpdate(transcript_, sh.data(), sh.size()) != 1) return fail(kInternalError, out);
 
-  // Handshake secrets (RFC 8446 7.1).
-  uint8_t hash[48], hs[64], chs[48], shs[48], derived[48], master[64], fkey[48];
+  // Handshake secrets (RFC 8446 7.1); all of them are wiped on every way out.
+  struct Secrets {
+    uint8_t hs[64], chs[48], shs[48], derived[48], master[64], fkey[48], cap[48], sap[48];
+    uint8_t verify[64];
+    ~Secrets() { OPENSSL_cleanse(this, sizeof *this); }
+  } k;
+  uint8_t* const hs = k.hs;
+  uint8_t* const chs = k.chs;
+  uint8_t* const shs = k.shs;
+  uint8_t* const derived = k.derived;
+  uint8_t* const master = k.master;
+  uint8_t* const fkey = k.fkey;
+  uint8_t* const verify = k.verify;
+  uint8_t hash[48];
   const uint8_t zeros[48] = {};
   bool ok = snapshot(hash) && tls13_hmac(sha384, st.derived, h, shared, 32, hs) == h &&
             tls13_expand_label(sha384, hs, h, "c hs traffic", hash, h, chs, h) &&
@@ -456,11 +466,10 @@ Tls13Server::Step Tls13Server::on_client_hello(std::string* out) {
             tls13_expand_label(sha384, hs, h, "derived", st.empty_hash, h, derived, h) &&
             tls13_hmac(sha384, derived, h, zeros, h, master) == h;
   OPENSSL_cleanse(shared, sizeof shared);
-  if (!ok) return fail(kInternalError, out);
   const TlsRecords::Cipher cipher = suite_ == 0x1301   ? TlsRecords::Cipher::Aes128Gcm
                                     : suite_ == 0x1302 ? TlsRecords::Cipher::Aes256Gcm
                                                        : TlsRecords::Cipher::Chacha20Poly1305;
-  hs_.start13(cipher, sha384, chs, shs);
+  if (!ok || !hs_.start13(cipher, sha384, chs, shs)) return fail(kInternalError, out);
 
   // EncryptedExtensions, Certificate, CertificateVerify, Finished.
   std::string f;
@@ -485,7 +494,7 @@ Tls13Server::Step Tls13Server::on_client_hello(std::string* out) {
   f[ext_at + 1] = static_cast<char>(ext_len);
   end_message(&f, 0);
   f += id_->certificate;
-  EVP_DigestUpdate(transcript_, f.data(), f.size());
+  if (EVP_DigestUpdate(transcript_, f.data(), f.size()) != 1) return fail(kInternalError, out);
   // RFC 8446 4.4.3: 64 spaces, the context string, a zero byte, the transcript hash.
   uint8_t tbs[64 + 33 + 1 + 48], tbs_hash[32];
   std::memset(tbs, ' ', 64);
@@ -508,19 +517,21 @@ Tls13Server::Step Tls13Server::on_client_hello(std::string* out) {
   put16(&f, sig_len);
   f.append(reinterpret_cast<const char*>(sig), sig_len);
   end_message(&f, cv_at);
-  EVP_DigestUpdate(transcript_, f.data() + cv_at, f.size() - cv_at);
-  uint8_t verify[64];
-  ok = snapshot(hash) && tls13_expand_label(sha384, shs, h, "finished", nullptr, 0, fkey, h) &&
+  ok = EVP_DigestUpdate(transcript_, f.data() + cv_at, f.size() - cv_at) == 1 &&
+       snapshot(hash) && tls13_expand_label(sha384, shs, h, "finished", nullptr, 0, fkey, h) &&
        tls13_hmac(sha384, fkey, h, hash, h, verify) == h;
   if (!ok) return fail(kInternalError, out);
   const size_t fin_at = f.size();
   f.push_back(20);
   put24(&f, h);
   f.append(reinterpret_cast<const char*>(verify), h);
-  EVP_DigestUpdate(transcript_, f.data() + fin_at, f.size() - fin_at);
+  if (EVP_DigestUpdate(transcript_, f.data() + fin_at, f.size() - fin_at) != 1) {
+    return fail(kInternalError, out);
+  }
 
   // Application secrets, and the client's Finished we expect (over the same transcript).
-  uint8_t cap[48], sap[48];
+  uint8_t* const cap = k.cap;
+  uint8_t* const sap = k.sap;
   ok = snapshot(hash) &&
        tls13_expand_label(sha384, master, h, "c ap traffic", hash, h, cap, h) &&
        tls13_expand_label(sha384, master, h, "s ap traffic", hash, h, sap, h) &&
@@ -529,15 +540,8 @@ Tls13Server::Step Tls13Server::on_client_hello(std::string* out) {
   if (ok) {
     std::memcpy(client_finished_, verify, h);
     app_ = std::make_unique<TlsRecords>();
-    app_->start13(cipher, sha384, cap, sap);
+    ok = app_->start13(cipher, sha384, cap, sap);
   }
-  OPENSSL_cleanse(hs, sizeof hs);
-  OPENSSL_cleanse(chs, sizeof chs);
-  OPENSSL_cleanse(shs, sizeof shs);
-  OPENSSL_cleanse(master, sizeof master);
-  OPENSSL_cleanse(fkey, sizeof fkey);
-  OPENSSL_cleanse(cap, sizeof cap);
-  OPENSSL_cleanse(sap, sizeof sap);
   if (!ok) return fail(kInternalError, out);
 
   // ServerHello in the clear, a ChangeCipherSpec for middlebox compatibility when the client
@@ -578,6 +582,7 @@ Tls13Server::Step Tls13Server::on_client_flight(std::string* out) {
       return Step::Fail;
     }
     if (b[0] != kAppData) return fail(kUnexpectedMessage, out);
+    if (rlen > kMaxRecord + 1 + 16) return fail(kRecordOverflow, out);  // inner plaintext
     uint8_t type = 0;
     char* plain = nullptr;
     size_t plain_len = 0;
@@ -589,7 +594,7 @@ Tls13Server::Step Tls13Server::on_client_flight(std::string* out) {
       state_ = State::Failed;
       return Step::Fail;
     }
-    if (type != kHandshake) return fail(kUnexpectedMessage, out);
+    if (type != kHandshake || plain_len == 0) return fail(kUnexpectedMessage, out);
     hs_msgs_.append(plain, plain_len);
     if (hs_msgs_.size() < 4) continue;
     const auto* m = reinterpret_cast<const uint8_t*>(hs_msgs_.data());

@@ -228,7 +228,7 @@ bool TlsRecords::key_update(Direction* d) const {
   return derive13(d);
 }
 
-void TlsRecords::start13(Cipher c, bool sha384, const uint8_t* client_secret,
+bool TlsRecords::start13(Cipher c, bool sha384, const uint8_t* client_secret,
                          const uint8_t* server_secret) {
   cipher_ = c;
   key_len_ = c == Cipher::Aes128Gcm ? 16 : 32;
@@ -237,9 +237,8 @@ void TlsRecords::start13(Cipher c, bool sha384, const uint8_t* client_secret,
   tls13_ = true;
   std::memcpy(rd_.secret, client_secret, secret_len_);
   std::memcpy(wr_.secret, server_secret, secret_len_);
-  derive13(&rd_);
-  derive13(&wr_);
   rd_.seq = wr_.seq = 0;
+  return derive13(&rd_) && derive13(&wr_);
 }
 
 size_t TlsRecords::seal_as(uint8_t type, const uint8_t* p, size_t n, char* out) {

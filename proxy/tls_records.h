@@ -45,8 +45,8 @@ class TlsRecords {
   bool take_over(SSL* ssl, uint64_t write_seq);
   // TLS 1.3 keys from traffic secrets (hash length: 32, or 48 with SHA-384), both sequence
   // numbers at 0: the handshake keys of parapet's own handshake (proxy/tls13_server.h), then
-  // its application keys.
-  void start13(Cipher c, bool sha384, const uint8_t* client_secret, const uint8_t* server_secret);
+  // its application keys. False: the keys could not be derived.
+  bool start13(Cipher c, bool sha384, const uint8_t* client_secret, const uint8_t* server_secret);
   // TLS 1.3 handshake messages (or an alert) as records of that inner type; returns the
   // length written to `out`, which holds sealed_size(n) bytes.
   size_t seal_as(uint8_t type, const uint8_t* p, size_t n, char* out);

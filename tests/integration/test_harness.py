@@ -234,11 +234,12 @@ if "admin:" in config:
     admin = listen()
     print("parapet: admin listening address=127.0.0.1:%d" % admin.getsockname()[1],
           file=sys.stderr, flush=True)
-print("parapet: ready workers=1", file=sys.stderr, flush=True)
+# The handler is in place before "ready": the harness may signal as soon as it reads that.
 if mode == "ignore-term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 else:
     signal.signal(signal.SIGTERM, lambda *a: os._exit(int(os.environ.get("FAKE_EXIT", "0"))))
+print("parapet: ready workers=1", file=sys.stderr, flush=True)
 def serve():
     while True:
         c, _ = http.accept()

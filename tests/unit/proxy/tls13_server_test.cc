@@ -235,6 +235,57 @@ TEST(Tls13Server, DeclinesWhatIsNotTheCommonCase) {
   }
 }
 
+// The server_name list must hold exactly one host_name (as OpenSSL requires): a ClientHello
+// whose list has a second entry is left to OpenSSL, which refuses it.
+TEST(Tls13Server, DeclinesAServerNameListWithTwoEntries) {
+  Fixture f;
+  Client c;
+  std::string hello = c.start("test");
+  // server_name: type 0, len 9, list len 7, host_name "test" (type 0, len 4).
+  const std::string ext("\x00\x00\x00\x09\x00\x07\x00\x00\x04test", 13);
+  const size_t at = hello.find(ext);
+  ASSERT_NE(at, std::string::npos);
+  // Append a second entry (type 1, "x"): 4 more bytes in the extension, the list, the
+  // extensions block, the handshake message and the record.
+  std::string patched = hello.substr(0, at) +
+                        std::string("\x00\x00\x00\x0d\x00\x0b\x00\x00\x04test\x01\x00\x01x", 17) +
+                        hello.substr(at + ext.size());
+  auto bump = [&](size_t pos, size_t bytes) {
+    size_t v = 0;
+    for (size_t i = 0; i < bytes; ++i) v = v << 8 | static_cast<uint8_t>(patched[pos + i]);
+    v += 4;
+    for (size_t i = bytes; i-- > 0; v >>= 8) patched[pos + i] = static_cast<char>(v & 0xff);
+  };
+  bump(3, 2);  // record length
+  bump(6, 3);  // ClientHello length
+  // The extensions block length: after version, random, session id, suites, compression.
+  size_t p = 9 + 2 + 32;
+  p += 1 + static_cast<uint8_t>(patched[p]);
+  p += 2 + (static_cast<uint8_t>(patched[p]) << 8 | static_cast<uint8_t>(patched[p + 1]));
+  p += 1 + static_cast<uint8_t>(patched[p]);
+  bump(p, 2);
+  Tls13Server control(&f.listener, true);
+  std::string out;
+  EXPECT_EQ(control.feed(hello.data(), hello.size(), &out), Step::Sent);
+  Tls13Server s(&f.listener, true);
+  EXPECT_EQ(s.feed(patched.data(), patched.size(), &out), Step::Fallback);
+  // OpenSSL's server refuses exactly that extension (the rest of the patch is well formed).
+  SSL_CTX* sctx = SSL_CTX_new(TLS_server_method());
+  SSL_CTX_use_certificate(sctx, ec_identity().cert);
+  SSL_CTX_use_PrivateKey(sctx, ec_identity().key);
+  SSL* server = SSL_new(sctx);
+  BIO* in = BIO_new(BIO_s_mem());
+  BIO_write(in, patched.data(), static_cast<int>(patched.size()));
+  SSL_set_bio(server, in, BIO_new(BIO_s_mem()));
+  SSL_set_accept_state(server);
+  ERR_clear_error();
+  EXPECT_LE(SSL_do_handshake(server), 0);
+  EXPECT_EQ(ERR_GET_REASON(ERR_peek_last_error()), SSL_R_BAD_EXTENSION);
+  ERR_clear_error();
+  SSL_free(server);
+  SSL_CTX_free(sctx);
+}
+
 TEST(Tls13Server, DeclinesGarbageAndExtraBytes) {
   Fixture f;
   std::string out;
@@ -259,12 +310,15 @@ TEST(Tls13Server, TamperedFinishedFailsWithAnAlert) {
   std::string out;
   EXPECT_EQ(s.feed(answer.data(), answer.size(), &out), Step::Fail);
   ASSERT_FALSE(out.empty());
-  EXPECT_EQ(out[0], 23);  // an alert, under the handshake key
+  EXPECT_EQ(out[0], 23);  // an alert, under our application key (our Finished is out)
+  ERR_clear_error();
   BIO_write(SSL_get_rbio(c.ssl()), out.data(), static_cast<int>(out.size()));
   char buf[64];
   const int n = SSL_read(c.ssl(), buf, sizeof buf);
   EXPECT_LE(n, 0);
-  EXPECT_EQ(SSL_get_error(c.ssl(), n), SSL_ERROR_SSL);  // the client read our alert
+  EXPECT_EQ(SSL_get_error(c.ssl(), n), SSL_ERROR_SSL);
+  // The client decrypted our alert: bad_record_mac, not a decryption failure of its own.
+  EXPECT_EQ(ERR_GET_REASON(ERR_peek_last_error()), SSL_R_SSLV3_ALERT_BAD_RECORD_MAC);
   ERR_clear_error();
 }
 
