@@ -1060,3 +1060,10 @@ class TlsAccessLogOwnHandshake(OwnHandshake, ParapetCase):
         self.assertEqual((own["tls"], own["cipher"], own["sni"], own["tls_resumed"]),
                          ("TLSv1.3", cipher, "A.Demo.Local", False))
         self.assertEqual(self.own_handshakes(), 1)
+
+
+class TlsReloadOwnHandshake(OwnHandshake, TlsReload):
+
+    def test_certificate_reload_keeps_open_connections(self):
+        super().test_certificate_reload_keeps_open_connections()
+        self.assertEqual(self.own_handshakes(), 2)  # both, before and after the reload
