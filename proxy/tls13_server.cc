@@ -17,7 +17,7 @@ constexpr uint16_t kEcdsaP256Sha256 = 0x0403;
 constexpr size_t kMaxRecord = 16384;
 // Alert descriptions (RFC 8446 6.2).
 constexpr uint8_t kUnexpectedMessage = 10, kBadRecordMac = 20, kRecordOverflow = 22,
-                  kIllegalParameter = 47, kDecodeError = 50, kDecryptError = 51,
+                  kDecodeError = 50, kDecryptError = 51,
                   kInternalError = 80;
 
 // A bounds-checked reader over the ClientHello.
