@@ -1,6 +1,7 @@
 // Server-side cost of a full TLS 1.3 handshake (ECDSA P-256, X25519) over memory BIOs, as the
 // proxy runs it, and what parapet adds on top of OpenSSL: the keylog callback that captures
 // the traffic secrets, and the take-over by TlsRecords (key derivation, SSL freed early).
+// parapet's own TLS 1.3 handshake (proxy/tls13_server.h) is the Own arm.
 // The client side runs in the same thread; its cost is measured alone (BM_Fixture_Client) and
 // must be subtracted from the other arms.
 #include <benchmark/benchmark.h>
@@ -10,27 +11,15 @@
 #include <openssl/x509.h>
 
 #include <string>
+#include <string_view>
 
+#include "proxy/tls13_server.h"
 #include "proxy/tls_records.h"
+#include "tests/unit/proxy/tls_test_util.h"
 
 namespace {
 
-struct Pki {
-  EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
-  X509* cert = X509_new();
-  Pki() {
-    X509_set_version(cert, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
-    X509_gmtime_adj(X509_getm_notBefore(cert), -60);
-    X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
-    X509_set_pubkey(cert, key);
-    X509_NAME* name = X509_get_subject_name(cert);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                               reinterpret_cast<const unsigned char*>("bench"), -1, -1, 0);
-    X509_set_issuer_name(cert, name);
-    X509_sign(cert, key, EVP_sha256());
-  }
-};
+using parapet::testing_tls::Identity;
 
 int g_index = -1;
 
@@ -47,10 +36,10 @@ std::string drain(BIO* b) {
   return s;
 }
 
-enum class Mode { ClientOnly, OpenSsl, Keylog, TakeOver };
+enum class Mode { ClientOnly, OpenSsl, Keylog, TakeOver, Own };
 
 void run(benchmark::State& state, Mode mode) {
-  static Pki pki;
+  static Identity pki;
   if (g_index < 0) g_index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   SSL_CTX* sctx = SSL_CTX_new(TLS_server_method());
   SSL_CTX_use_certificate(sctx, pki.cert);
@@ -63,6 +52,14 @@ void run(benchmark::State& state, Mode mode) {
   SSL_CTX* cctx = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_min_proto_version(cctx, TLS1_3_VERSION);
   SSL_CTX_set1_groups_list(cctx, "X25519");
+  auto own_id = parapet::Tls13Identity::make(pki.cert, nullptr, pki.key, nullptr);
+  parapet::Tls13Listener listener;
+  listener.suites = {0x1301, 0x1302, 0x1303};
+  listener.groups = {0x001d};
+  listener.arg = own_id.get();
+  listener.pick = [](const void* arg, std::string_view) {
+    return static_cast<const parapet::Tls13Identity*>(arg);
+  };
   for (auto _ : state) {
     parapet::TlsRecords rec;
     SSL* c = SSL_new(cctx);
@@ -73,7 +70,7 @@ void run(benchmark::State& state, Mode mode) {
     SSL_set_connect_state(c);
     SSL* s = nullptr;
     BIO *s_in = nullptr, *s_out = nullptr;
-    if (mode != Mode::ClientOnly) {
+    if (mode != Mode::ClientOnly && mode != Mode::Own) {
       s = SSL_new(sctx);
       SSL_set_ex_data(s, g_index, &rec);
       s_in = BIO_new(BIO_s_mem());
@@ -85,6 +82,21 @@ void run(benchmark::State& state, Mode mode) {
     if (mode == Mode::ClientOnly) {
       SSL_do_handshake(c);  // the ClientHello: key share generation, as in a handshake
       drain(c_out);
+    } else if (mode == Mode::Own) {
+      parapet::Tls13Server server(&listener, true);
+      std::string out;
+      SSL_do_handshake(c);
+      std::string hello = drain(c_out);
+      if (server.feed(hello.data(), hello.size(), &out) != parapet::Tls13Server::Step::Sent) {
+        state.SkipWithError("own handshake declined");
+      }
+      BIO_write(c_in, out.data(), static_cast<int>(out.size()));
+      SSL_do_handshake(c);
+      std::string answer = drain(c_out);
+      if (server.feed(answer.data(), answer.size(), &out) != parapet::Tls13Server::Step::Done) {
+        state.SkipWithError("own handshake failed");
+      }
+      benchmark::DoNotOptimize(server.take_records());
     } else {
       for (int i = 0; i < 6; ++i) {
         SSL_do_handshake(c);
@@ -114,6 +126,7 @@ void BM_Fixture_Client(benchmark::State& s) { run(s, Mode::ClientOnly); }
 void BM_Handshake_OpenSsl(benchmark::State& s) { run(s, Mode::OpenSsl); }
 void BM_Handshake_Keylog(benchmark::State& s) { run(s, Mode::Keylog); }
 void BM_Handshake_TakeOver(benchmark::State& s) { run(s, Mode::TakeOver); }
+void BM_Handshake_Own(benchmark::State& s) { run(s, Mode::Own); }
 
 }  // namespace
 
@@ -121,4 +134,5 @@ BENCHMARK(BM_Fixture_Client)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Handshake_OpenSsl)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Handshake_Keylog)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Handshake_TakeOver)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Handshake_Own)->Unit(benchmark::kMicrosecond);
 BENCHMARK_MAIN();

@@ -377,6 +377,18 @@ class HandshakeFailures(ParapetCase):
         return outgoing.read()
 
 
+def read_access_log(path, want, timeout=5.0):
+    """The JSON access log's records by path, once `want` of them are written."""
+    recs = {}
+    deadline = time.monotonic() + timeout
+    while len(recs) < want and time.monotonic() < deadline:
+        time.sleep(0.1)
+        if os.path.exists(path):
+            with open(path) as f:
+                recs = {r["path"]: r for r in map(json.loads, f.read().splitlines())}
+    return recs
+
+
 class TlsAccessLog(ParapetCase):
 
     def test_version_cipher_sni_and_resumption_are_logged(self):
@@ -400,13 +412,7 @@ class TlsAccessLog(ParapetCase):
         with ctx.wrap_socket(raw, server_hostname="demo.local", session=session) as s:
             self.assertEqual(roundtrip(s, "demo.local", "/third").status, 200)
         self.assertEqual(self.get("/plain", host="demo.local").status, 200)
-        recs = {}
-        deadline = time.monotonic() + 5
-        while len(recs) < 4 and time.monotonic() < deadline:
-            time.sleep(0.1)
-            if os.path.exists(f"{d}/access.log"):
-                with open(f"{d}/access.log") as f:
-                    recs = {r["path"]: r for r in map(json.loads, f.read().splitlines())}
+        recs = read_access_log(f"{d}/access.log", 4)
         first, second, third = recs["/first"], recs["/second"], recs["/third"]
         self.assertEqual((first["tls"], first["cipher"], first["sni"], first["tls_resumed"]),
                          ("TLSv1.3", first_cipher, "demo.local", False))
@@ -1049,13 +1055,7 @@ class TlsAccessLogOwnHandshake(OwnHandshake, ParapetCase):
         with tls_connect(port, "A.Demo.Local", ctx) as s:
             self.assertEqual(roundtrip(s, "a.demo.local", "/own").status, 200)
             cipher = s.cipher()[0]
-        recs = {}
-        deadline = time.monotonic() + 5
-        while not recs and time.monotonic() < deadline:
-            time.sleep(0.1)
-            if os.path.exists(f"{d}/access.log"):
-                with open(f"{d}/access.log") as f:
-                    recs = {r["path"]: r for r in map(json.loads, f.read().splitlines())}
+        recs = read_access_log(f"{d}/access.log", 1)
         own = recs["/own"]
         self.assertEqual((own["tls"], own["cipher"], own["sni"], own["tls_resumed"]),
                          ("TLSv1.3", cipher, "A.Demo.Local", False))

@@ -126,6 +126,14 @@ std::unique_ptr<TlsRecords> handshake(Fixture& f, Client& c, Tls13Server& s,
   return s.take_records();
 }
 
+// ClientHello in, our flight out: the client's answer (its CCS and Finished).
+std::string client_flight(Client& c, Tls13Server& s) {
+  std::string hello = c.start();
+  std::string flight;
+  EXPECT_EQ(s.feed(hello.data(), hello.size(), &flight), Step::Sent);
+  return c.receive(flight);
+}
+
 class Tls13ServerSuites : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(Tls13ServerSuites, HandshakeAndDataBothWays) {
@@ -301,10 +309,7 @@ TEST(Tls13Server, TamperedFinishedFailsWithAnAlert) {
   Fixture f;
   Client c;
   Tls13Server s(&f.listener, true);
-  std::string hello = c.start();
-  std::string flight;
-  ASSERT_EQ(s.feed(hello.data(), hello.size(), &flight), Step::Sent);
-  std::string answer = c.receive(flight);
+  std::string answer = client_flight(c, s);
   ASSERT_FALSE(answer.empty());
   answer[answer.size() - 20] ^= 1;  // inside the encrypted Finished
   std::string out;
@@ -326,10 +331,7 @@ TEST(Tls13Server, SecondChangeCipherSpecFails) {
   Fixture f;
   Client c;
   Tls13Server s(&f.listener, true);
-  std::string hello = c.start();
-  std::string flight;
-  ASSERT_EQ(s.feed(hello.data(), hello.size(), &flight), Step::Sent);
-  std::string answer = c.receive(flight);
+  std::string answer = client_flight(c, s);
   const std::string ccs("\x14\x03\x03\x00\x01\x01", 6);
   ASSERT_EQ(answer.substr(0, 6), ccs);  // OpenSSL clients send one in compatibility mode
   std::string twice = ccs + answer;
