@@ -358,6 +358,27 @@ Tls13Server::Step Tls13Server::on_client_hello(std::string* out) {
         if (!e.vec16(&shares) || e.n != 0) return Step::Fallback;
         has_shares = true;
         break;
+      // Bodies OpenSSL checks in a TLS 1.3 ClientHello although a full handshake answered
+      // here ignores them: a malformed one goes to OpenSSL for its decode_error. (It skips
+      // the TLS 1.2 ones, ec_point_formats, extended_master_secret, renegotiation_info...)
+      case 0x002d: {  // psk_key_exchange_modes
+        Reader v;
+        if (!e.vec8(&v) || e.n != 0 || v.n == 0) return Step::Fallback;
+        break;
+      }
+      case 0x0031:  // post_handshake_auth
+        if (e.n != 0) return Step::Fallback;
+        break;
+      case 0x0005: {  // status_request: OCSP with no responder ids or extensions (DER)
+        uint8_t status_type = 0;
+        Reader ids, req;
+        if (!e.u8(&status_type)) return Step::Fallback;
+        if (status_type == 1 && (!e.vec16(&ids) || !e.vec16(&req) || e.n != 0 || ids.n != 0 ||
+                          req.n != 0)) {
+          return Step::Fallback;
+        }
+        break;
+      }
       case 0x0001:  // max_fragment_length: OpenSSL honours it
       case 0x0029:  // pre_shared_key: resumption
       case 0x002a:  // early_data
