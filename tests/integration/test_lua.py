@@ -375,6 +375,7 @@ return {
             t.join(30)
         self.assertGreater(len(other["statuses"]), 0)
         self.assertEqual(set(other["statuses"]), {200})
+        self.parapet.wait_stderr("lua breaker open")
         trips = [ln for ln in self.parapet.stderr_lines() if "lua breaker open" in ln]
         self.assertEqual(len(trips), 1, trips)
         self.assertRegex(trips[0], rf"tenant=demo script=\S+ version={version_of(self.HOSTILE)} "
@@ -598,12 +599,12 @@ return {
         self.assertEqual(self.req("/loop").status, 500)
         self.assertEqual(self.req("/grow").status, 500)
         v = version_of(source)
-        text = self.parapet.stderr_text()
         for status, line in (("timeout", 6), ("out_of_memory", 10)):
             with self.subTest(status=status):
-                m = re.search(rf"tenant=demo script=(\S+) version={v} phase=access lua {status}: "
-                              rf"[^\n]*\n(?:[^\n]*\n){{0,3}}?[^\n]*\1:{line}\b", text)
-                self.assertIsNotNone(m, text[-3000:])
+                pattern = (rf"tenant=demo script=(\S+) version={v} phase=access lua {status}: "
+                           rf"[^\n]*\n(?:[^\n]*\n){{0,3}}?[^\n]*\1:{line}\b")
+                text = self.parapet.wait_stderr(pattern)
+                self.assertIsNotNone(re.search(pattern, text), text[-3000:])
 
     def test_max_instructions_is_per_tenant(self):
         # A clock budget that cannot be what stops it: the instruction budget must.
