@@ -247,16 +247,6 @@ class Parapet:
     def stderr_text(self) -> str:
         return "\n".join(self.stderr_lines())
 
-    def wait_stderr(self, pattern: str, timeout: float = 5.0) -> str:
-        """stderr once the regex `pattern` matches it, or as it is after `timeout`: a line
-        logged before a response may still be in the pipe when the response arrives."""
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.stderr_text()
-            if re.search(pattern, text) or time.monotonic() > deadline:
-                return text
-            time.sleep(0.05)
-
     def stdout_text(self) -> str:
         with self._cond:
             return "\n".join(self._stdout)

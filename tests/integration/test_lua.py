@@ -375,7 +375,7 @@ return {
             t.join(30)
         self.assertGreater(len(other["statuses"]), 0)
         self.assertEqual(set(other["statuses"]), {200})
-        self.parapet.wait_stderr("lua breaker open")
+        self.parapet.wait_for_stderr("lua breaker open")
         trips = [ln for ln in self.parapet.stderr_lines() if "lua breaker open" in ln]
         self.assertEqual(len(trips), 1, trips)
         self.assertRegex(trips[0], rf"tenant=demo script=\S+ version={version_of(self.HOSTILE)} "
@@ -603,7 +603,10 @@ return {
             with self.subTest(status=status):
                 pattern = (rf"tenant=demo script=(\S+) version={v} phase=access lua {status}: "
                            rf"[^\n]*\n(?:[^\n]*\n){{0,3}}?[^\n]*\1:{line}\b")
-                text = self.parapet.wait_stderr(pattern)
+                # The response may reach us before the harness has read the log lines: wait
+                # for the traceback's last line, then match the whole entry.
+                self.parapet.wait_for_stderr(rf"\.lua:{line}\b")
+                text = self.parapet.stderr_text()
                 self.assertIsNotNone(re.search(pattern, text), text[-3000:])
 
     def test_max_instructions_is_per_tenant(self):
