@@ -277,7 +277,8 @@ std::unique_ptr<TlsContexts::ServerSet> TlsContexts::server_set(const config::Co
     SSL_CTX* ctx = server_ctx(tenant, settings, set.get(), errors, &fast_id);
     if (ctx == nullptr) continue;
     set->ctxs.push_back(ctx);
-    if (fast_id != nullptr && tenant.client_ca.empty()) set->fast_ids.emplace(ctx, std::move(fast_id));
+    if (fast_id != nullptr && tenant.client_ca.empty())
+      set->fast_ids.emplace(ctx, std::move(fast_id));
     tenant_.emplace(ctx, tenant.name);
     for (const std::string& h : tenant.hosts) {
       std::string host = lower(h);

@@ -8,8 +8,8 @@
 // default (first) certificate or refuses the handshake.
 //
 // TlsConn is one connection's state: the SSL object with two memory BIOs (or, first, parapet's
-// own TLS 1.3 handshake on listeners without session tickets: proxy/tls13_server.h). Ciphertext read from
-// the socket goes into `rbio`; plaintext comes out of SSL_read; plaintext written with
+// own TLS 1.3 handshake on listeners without session tickets: proxy/tls13_server.h). Ciphertext
+// read from the socket goes into `rbio`; plaintext comes out of SSL_read; plaintext written with
 // SSL_write leaves as ciphertext through `wbio`, which the Outbox drains to the socket.
 #pragma once
 

@@ -17,8 +17,7 @@ constexpr uint16_t kEcdsaP256Sha256 = 0x0403;
 constexpr size_t kMaxRecord = 16384;
 // Alert descriptions (RFC 8446 6.2).
 constexpr uint8_t kUnexpectedMessage = 10, kBadRecordMac = 20, kRecordOverflow = 22,
-                  kDecodeError = 50, kDecryptError = 51,
-                  kInternalError = 80;
+                  kDecodeError = 50, kDecryptError = 51, kInternalError = 80;
 
 // A bounds-checked reader over the ClientHello.
 struct Reader {
@@ -121,8 +120,8 @@ ThreadCtx& tctx() {
 
 bool digest(bool sha384, const void* p, size_t n, uint8_t* out) {
   EVP_MD_CTX* c = tctx().scratch;
-  return c != nullptr && EVP_DigestInit_ex(c, md(sha384), nullptr) == 1 && EVP_DigestUpdate(c, p, n) == 1 &&
-         EVP_DigestFinal_ex(c, out, nullptr) == 1;
+  return c != nullptr && EVP_DigestInit_ex(c, md(sha384), nullptr) == 1 &&
+         EVP_DigestUpdate(c, p, n) == 1 && EVP_DigestFinal_ex(c, out, nullptr) == 1;
 }
 
 // The key schedule's constant start without a PSK (RFC 8446 7.1): Derive-Secret(
@@ -134,8 +133,7 @@ struct Start {
   explicit Start(bool sha384) {
     const size_t h = sha384 ? 48 : 32;
     uint8_t zeros[48] = {}, early[64];
-    ok = digest(sha384, "", 0, empty_hash) &&
-         tls13_hmac(sha384, zeros, h, zeros, h, early) == h &&
+    ok = digest(sha384, "", 0, empty_hash) && tls13_hmac(sha384, zeros, h, zeros, h, early) == h &&
          tls13_expand_label(sha384, early, h, "derived", empty_hash, h, derived, h);
   }
 };
@@ -174,11 +172,11 @@ bool tls13_group_ids(std::string_view list, std::vector<uint16_t>* ids) {
   static const struct {
     const char* name;
     uint16_t id;
-  } kGroups[] = {{"x25519", 0x001d},     {"p-256", 0x0017},     {"prime256v1", 0x0017},
-                 {"secp256r1", 0x0017},  {"p-384", 0x0018},     {"secp384r1", 0x0018},
-                 {"p-521", 0x0019},      {"secp521r1", 0x0019}, {"x448", 0x001e},
-                 {"ffdhe2048", 0x0100},  {"ffdhe3072", 0x0101}, {"ffdhe4096", 0x0102},
-                 {"ffdhe6144", 0x0103},  {"ffdhe8192", 0x0104}};
+  } kGroups[] = {{"x25519", 0x001d},    {"p-256", 0x0017},     {"prime256v1", 0x0017},
+                 {"secp256r1", 0x0017}, {"p-384", 0x0018},     {"secp384r1", 0x0018},
+                 {"p-521", 0x0019},     {"secp521r1", 0x0019}, {"x448", 0x001e},
+                 {"ffdhe2048", 0x0100}, {"ffdhe3072", 0x0101}, {"ffdhe4096", 0x0102},
+                 {"ffdhe6144", 0x0103}, {"ffdhe8192", 0x0104}};
   ids->clear();
   while (!list.empty()) {
     const size_t colon = list.find(':');
@@ -272,7 +270,8 @@ Tls13Server::Step Tls13Server::feed(const char* data, size_t len, std::string* o
 
 bool Tls13Server::snapshot(uint8_t* hash) {
   EVP_MD_CTX* c = tctx().scratch;
-  return c != nullptr && EVP_MD_CTX_copy_ex(c, transcript_) == 1 && EVP_DigestFinal_ex(c, hash, nullptr) == 1;
+  return c != nullptr && EVP_MD_CTX_copy_ex(c, transcript_) == 1 &&
+         EVP_DigestFinal_ex(c, hash, nullptr) == 1;
 }
 
 Tls13Server::Step Tls13Server::fail(uint8_t alert, std::string* out) {
@@ -306,12 +305,12 @@ Tls13Server::Step Tls13Server::on_client_hello(std::string* out) {
   Reader ch = r, random, sid, suites, comp, exts;
   uint16_t legacy = 0;
   if (!ch.u16(&legacy) || legacy != 0x0303 || !ch.take(32, &random) || !ch.vec8(&sid) ||
-      sid.n > 32 || !ch.vec16(&suites) || suites.n == 0 || suites.n % 2 != 0 ||
-      !ch.vec8(&comp) || comp.n != 1 || comp.p[0] != 0 || !ch.vec16(&exts) || ch.n != 0) {
+      sid.n > 32 || !ch.vec16(&suites) || suites.n == 0 || suites.n % 2 != 0 || !ch.vec8(&comp) ||
+      comp.n != 1 || comp.p[0] != 0 || !ch.vec16(&exts) || ch.n != 0) {
     return Step::Fallback;
   }
-  bool tls13 = false, has_sni = false, has_groups = false, has_shares = false,
-       has_sigalgs = false, has_alpn = false;
+  bool tls13 = false, has_sni = false, has_groups = false, has_shares = false, has_sigalgs = false,
+       has_alpn = false;
   Reader groups, shares, sigalgs, alpn;
   uint16_t seen[64];
   size_t nseen = 0;
@@ -373,8 +372,8 @@ Tls13Server::Step Tls13Server::on_client_hello(std::string* out) {
         uint8_t status_type = 0;
         Reader ids, req;
         if (!e.u8(&status_type)) return Step::Fallback;
-        if (status_type == 1 && (!e.vec16(&ids) || !e.vec16(&req) || e.n != 0 || ids.n != 0 ||
-                          req.n != 0)) {
+        if (status_type == 1 &&
+            (!e.vec16(&ids) || !e.vec16(&req) || e.n != 0 || ids.n != 0 || req.n != 0)) {
           return Step::Fallback;
         }
         break;
@@ -389,8 +388,7 @@ Tls13Server::Step Tls13Server::on_client_hello(std::string* out) {
         break;
     }
   }
-  if (!tls13 || !has_groups || !has_shares || !has_sigalgs ||
-      !has_u16(sigalgs, kEcdsaP256Sha256)) {
+  if (!tls13 || !has_groups || !has_shares || !has_sigalgs || !has_u16(sigalgs, kEcdsaP256Sha256)) {
     return Step::Fallback;
   }
   if (!has_sni && !allow_no_sni_) return Step::Fallback;  // OpenSSL refuses it
@@ -538,8 +536,8 @@ Tls13Server::Step Tls13Server::on_client_hello(std::string* out) {
   put16(&f, sig_len);
   f.append(reinterpret_cast<const char*>(sig), sig_len);
   end_message(&f, cv_at);
-  ok = EVP_DigestUpdate(transcript_, f.data() + cv_at, f.size() - cv_at) == 1 &&
-       snapshot(hash) && tls13_expand_label(sha384, shs, h, "finished", nullptr, 0, fkey, h) &&
+  ok = EVP_DigestUpdate(transcript_, f.data() + cv_at, f.size() - cv_at) == 1 && snapshot(hash) &&
+       tls13_expand_label(sha384, shs, h, "finished", nullptr, 0, fkey, h) &&
        tls13_hmac(sha384, fkey, h, hash, h, verify) == h;
   if (!ok) return fail(kInternalError, out);
   const size_t fin_at = f.size();
@@ -553,8 +551,7 @@ Tls13Server::Step Tls13Server::on_client_hello(std::string* out) {
   // Application secrets, and the client's Finished we expect (over the same transcript).
   uint8_t* const cap = k.cap;
   uint8_t* const sap = k.sap;
-  ok = snapshot(hash) &&
-       tls13_expand_label(sha384, master, h, "c ap traffic", hash, h, cap, h) &&
+  ok = snapshot(hash) && tls13_expand_label(sha384, master, h, "c ap traffic", hash, h, cap, h) &&
        tls13_expand_label(sha384, master, h, "s ap traffic", hash, h, sap, h) &&
        tls13_expand_label(sha384, chs, h, "finished", nullptr, 0, fkey, h) &&
        tls13_hmac(sha384, fkey, h, hash, h, verify) == h;

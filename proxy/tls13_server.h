@@ -41,8 +41,8 @@ struct Tls13Identity {
   static std::unique_ptr<Tls13Identity> make(X509* leaf, STACK_OF(X509) * chain, EVP_PKEY* key,
                                              const void* owner);
   ~Tls13Identity();
-  std::string certificate;  // the whole Certificate handshake message
-  EVP_PKEY* key = nullptr;  // a reference of our own
+  std::string certificate;      // the whole Certificate handshake message
+  EVP_PKEY* key = nullptr;      // a reference of our own
   const void* owner = nullptr;  // what it stands for (the tenant's SSL_CTX)
 };
 

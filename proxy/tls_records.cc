@@ -119,8 +119,7 @@ Hmac& hmac(bool sha384) {
 // RFC 8446 7.1: HKDF-Expand-Label(secret, label, context, length). Every length used here fits
 // in one hash block, so HKDF-Expand is a single HMAC(secret, info || 0x01) (RFC 5869 2.3).
 bool tls13_expand_label(bool sha384, const uint8_t* secret, size_t secret_len, const char* label,
-                        const uint8_t* context, size_t context_len, uint8_t* out,
-                        size_t out_len) {
+                        const uint8_t* context, size_t context_len, uint8_t* out, size_t out_len) {
   uint8_t info[2 + 1 + 64 + 1 + 64 + 1];
   if (context_len > 64 || std::strlen(label) > 58) return false;
   size_t n = 0;
@@ -143,8 +142,8 @@ bool tls13_expand_label(bool sha384, const uint8_t* secret, size_t secret_len, c
   return true;
 }
 
-size_t tls13_hmac(bool sha384, const uint8_t* key, size_t key_len, const uint8_t* data,
-                  size_t len, uint8_t* out) {
+size_t tls13_hmac(bool sha384, const uint8_t* key, size_t key_len, const uint8_t* data, size_t len,
+                  uint8_t* out) {
   return hmac(sha384).mac(key, key_len, data, len, nullptr, 0, out);
 }
 
@@ -250,8 +249,7 @@ size_t TlsRecords::seal_as(uint8_t type, const uint8_t* p, size_t n, char* out) 
   return w;
 }
 
-bool TlsRecords::open_one(char* rec, size_t len, uint8_t* type, char** plain,
-                          size_t* plain_len) {
+bool TlsRecords::open_one(char* rec, size_t len, uint8_t* type, char** plain, size_t* plain_len) {
   auto* r = reinterpret_cast<uint8_t*>(rec);
   if (!tls13_ || len < 5 + kTag + 1 || r[0] != kAppData) return false;
   uint8_t nonce[12];

@@ -2,11 +2,11 @@
 //
 // OpenSSL runs the handshake (memory BIOs, proxy/tls.h), or parapet's own TLS 1.3 handshake
 // does (proxy/tls13_server.h, which also uses this class for its handshake records). Once it
-// is done, the connection's traffic keys are taken over and the SSL object is freed: an idle OpenSSL connection holds
-// about 15 KiB (the SSL struct, the CERT copy, two cipher contexts, the session, the BIOs),
-// while this holds keys, IVs, secrets and sequence numbers, a few hundred bytes. It also
-// saves copies: records are sealed straight from the outbox's pieces into the outgoing
-// buffer and opened in place in the worker's read buffer.
+// is done, the connection's traffic keys are taken over and the SSL object is freed: an idle
+// OpenSSL connection holds about 15 KiB (the SSL struct, the CERT copy, two cipher contexts, the
+// session, the BIOs), while this holds keys, IVs, secrets and sequence numbers, a few hundred
+// bytes. It also saves copies: records are sealed straight from the outbox's pieces into the
+// outgoing buffer and opened in place in the worker's read buffer.
 //
 // Scope: TLS 1.2 and 1.3 with the AEAD ciphers parapet offers (AES-128-GCM, AES-256-GCM,
 // ChaCha20-Poly1305). TLS 1.3 KeyUpdate is honoured (and answered when requested); close_notify
@@ -102,7 +102,7 @@ class TlsRecords {
 // block; and HMAC (HKDF-Extract is HMAC(salt, ikm)). Both return 0/false on failure.
 bool tls13_expand_label(bool sha384, const uint8_t* secret, size_t secret_len, const char* label,
                         const uint8_t* context, size_t context_len, uint8_t* out, size_t out_len);
-size_t tls13_hmac(bool sha384, const uint8_t* key, size_t key_len, const uint8_t* data,
-                  size_t len, uint8_t* out);
+size_t tls13_hmac(bool sha384, const uint8_t* key, size_t key_len, const uint8_t* data, size_t len,
+                  uint8_t* out);
 
 }  // namespace parapet

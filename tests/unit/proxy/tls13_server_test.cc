@@ -215,8 +215,7 @@ TEST(Tls13Server, DeclinesWhatIsNotTheCommonCase) {
   const Case cases[] = {
       {"TLS 1.2 only", [](SSL* c, Fixture&) { SSL_set_max_proto_version(c, TLS1_2_VERSION); }},
       {"P-256 share first", [](SSL* c, Fixture&) { SSL_set1_groups_list(c, "P-256:X25519"); }},
-      {"no X25519 on the listener",
-       [](SSL*, Fixture& f) { f.listener.groups = {0x0017}; }},
+      {"no X25519 on the listener", [](SSL*, Fixture& f) { f.listener.groups = {0x0017}; }},
       {"no ECDSA signature", [](SSL* c, Fixture&) { SSL_set1_sigalgs_list(c, "RSA-PSS+SHA256"); }},
       {"suite not allowed",
        [](SSL* c, Fixture& f) {
@@ -250,10 +249,10 @@ std::string with_extension(const std::string& hello, uint16_t type, const std::s
     return static_cast<size_t>(static_cast<uint8_t>(hello[at])) << 8 |
            static_cast<uint8_t>(hello[at + 1]);
   };
-  size_t p = 5 + 4 + 2 + 32;                         // record and message headers, version, random
-  p += 1 + static_cast<uint8_t>(hello[p]);           // session id
-  p += 2 + u16(p);                                   // cipher suites
-  p += 1 + static_cast<uint8_t>(hello[p]);           // compression methods
+  size_t p = 5 + 4 + 2 + 32;                // record and message headers, version, random
+  p += 1 + static_cast<uint8_t>(hello[p]);  // session id
+  p += 2 + u16(p);                          // cipher suites
+  p += 1 + static_cast<uint8_t>(hello[p]);  // compression methods
   const size_t exts_at = p;
   std::string exts;
   bool found = false;
