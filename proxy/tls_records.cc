@@ -250,27 +250,9 @@ size_t TlsRecords::seal_as(uint8_t type, const uint8_t* p, size_t n, char* out) 
 }
 
 bool TlsRecords::open_one(char* rec, size_t len, uint8_t* type, char** plain, size_t* plain_len) {
-  auto* r = reinterpret_cast<uint8_t*>(rec);
-  if (!tls13_ || len < 5 + kTag + 1 || r[0] != kAppData) return false;
-  uint8_t nonce[12];
-  xor_nonce(rd_.iv, rd_.seq, nonce);
-  uint8_t* ct = r + 5;
-  size_t clen = len - 5 - kTag;
-  EVP_CIPHER_CTX* c = t_open.ctx;
-  int out = 0;
-  if (!t_open.start(cipher_, rd_.key, key_len_, nonce, 0) ||
-      EVP_DecryptUpdate(c, nullptr, &out, r, 5) != 1 ||
-      EVP_DecryptUpdate(c, ct, &out, ct, static_cast<int>(clen)) != 1 ||
-      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, kTag, ct + clen) != 1 ||
-      EVP_DecryptFinal_ex(c, ct + clen, &out) != 1) {
-    return false;
-  }
-  ++rd_.seq;
-  while (clen > 0 && ct[clen - 1] == 0) --clen;  // padding
-  if (clen == 0) return false;
-  *type = ct[--clen];
-  *plain = reinterpret_cast<char*>(ct);
-  *plain_len = clen;
+  uint8_t* p = nullptr;
+  if (!tls13_ || !decrypt(rec, len, type, &p, plain_len)) return false;
+  *plain = reinterpret_cast<char*>(p);
   return true;
 }
 
@@ -440,8 +422,7 @@ size_t TlsRecords::seal_close_notify(char* out) {
   return w + seal_record(kAlert, &v, 1, 0, 2, out + w);
 }
 
-TlsRecords::Status TlsRecords::open_record(char* rec, size_t len, PlainFn fn, void* ctx,
-                                           bool* stop) {
+bool TlsRecords::decrypt(char* rec, size_t len, uint8_t* type, uint8_t** plain, size_t* plain_len) {
   auto* r = reinterpret_cast<uint8_t*>(rec);
   uint8_t* body = r + 5;
   size_t blen = len - 5;
@@ -451,21 +432,21 @@ TlsRecords::Status TlsRecords::open_record(char* rec, size_t len, PlainFn fn, vo
   uint8_t* ct;
   size_t clen;
   if (tls13_) {
-    if (r[0] != kAppData || blen < kTag + 1) return Status::Error;
+    if (r[0] != kAppData || blen < kTag + 1) return false;
     xor_nonce(rd_.iv, rd_.seq, nonce);
     std::memcpy(aad, r, 5);
     aad_len = 5;
     ct = body;
     clen = blen - kTag;
   } else {
-    if (r[0] < kChangeCipherSpec || r[0] > kAppData) return Status::Error;
+    if (r[0] < kChangeCipherSpec || r[0] > kAppData) return false;
     if (cipher_ == Cipher::Chacha20Poly1305) {
-      if (blen < kTag) return Status::Error;
+      if (blen < kTag) return false;
       xor_nonce(rd_.iv, rd_.seq, nonce);
       ct = body;
       clen = blen - kTag;
     } else {
-      if (blen < 8 + kTag) return Status::Error;
+      if (blen < 8 + kTag) return false;
       std::memcpy(nonce, rd_.iv, 4);
       std::memcpy(nonce + 4, body, 8);
       ct = body + 8;
@@ -481,15 +462,26 @@ TlsRecords::Status TlsRecords::open_record(char* rec, size_t len, PlainFn fn, vo
       EVP_DecryptUpdate(c, ct, &out, ct, static_cast<int>(clen)) != 1 ||
       EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, kTag, ct + clen) != 1 ||
       EVP_DecryptFinal_ex(c, ct + clen, &out) != 1) {
-    return Status::Error;  // bad_record_mac
+    return false;  // bad_record_mac
   }
   ++rd_.seq;
-  uint8_t type = r[0];
+  *type = r[0];
   if (tls13_) {
     while (clen > 0 && ct[clen - 1] == 0) --clen;  // padding
-    if (clen == 0) return Status::Error;
-    type = ct[--clen];
+    if (clen == 0) return false;
+    *type = ct[--clen];
   }
+  *plain = ct;
+  *plain_len = clen;
+  return true;
+}
+
+TlsRecords::Status TlsRecords::open_record(char* rec, size_t len, PlainFn fn, void* ctx,
+                                           bool* stop) {
+  uint8_t type = 0;
+  uint8_t* ct = nullptr;
+  size_t clen = 0;
+  if (!decrypt(rec, len, &type, &ct, &clen)) return Status::Error;
   switch (type) {
     case kAppData:
       if (clen > 0 && !fn(ctx, reinterpret_cast<char*>(ct), clen)) *stop = true;

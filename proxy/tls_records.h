@@ -81,6 +81,9 @@ class TlsRecords {
 
   bool derive13(Direction* d) const;
   bool key_update(Direction* d) const;
+  // Authenticates and decrypts one whole record in place (TLS 1.3: padding and inner type
+  // removed); false: malformed, or not authentic under the read key.
+  bool decrypt(char* rec, size_t len, uint8_t* type, uint8_t** plain, size_t* plain_len);
   Status open_record(char* rec, size_t len, PlainFn fn, void* ctx, bool* stop);
   // One record of `type` over `plen` bytes of the pieces, starting `skip` bytes into them.
   size_t seal_record(uint8_t type, const iovec* pieces, size_t n, size_t skip, size_t plen,
